@@ -1,0 +1,39 @@
+"""Which kernel path runs, chosen once at import."""
+import os
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["show_config"]
+
+
+def _apply_isa_override():
+    """PWCONV_ISA=generic|avx2|neon forces a kernel family, so every path can
+    be tested on a machine that would pick another."""
+    name = os.environ.get("PWCONV_ISA", "").strip().lower()
+    if name and not _core.select_isa(name):
+        raise ImportError(f"PWCONV_ISA={name!r} names a kernel this build or CPU cannot run; "
+                          f"available here: {', '.join(_core.isa_available())}")
+
+
+def config():
+    from . import __version__
+    return {
+        "version": __version__,
+        "kernel": _core.isa_name(),
+        "kernels_available": _core.isa_available(),
+        "tile_float32": _core.tile_shape(4),
+        "tile_float64": _core.tile_shape(8),
+        "openmp": _core.openmp_enabled(),
+        "threads": _core.default_threads(),
+        "numpy": np.__version__,
+    }
+
+
+def show_config():
+    """Print and return the build and runtime configuration."""
+    info = config()
+    for key, value in info.items():
+        print(f"{key:>18}: {value}")
+    return info

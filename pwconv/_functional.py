@@ -1,0 +1,186 @@
+"""The functional API: validate, normalise, pack, call the compiled core."""
+import numpy as np
+
+from . import _core
+from . import _validate as v
+
+__all__ = ["pointwise_conv2d", "pointwise_conv2d_backward"]
+
+
+def aligned_empty(n, dtype):
+    """A 1-D array of n elements whose data starts on a 64-byte boundary, so
+    every packed panel is cache-line aligned."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(n + 64 // dtype.itemsize, dtype)
+    skip = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[skip:skip + n]
+
+
+def pack_forward(w2d, bias, groups):
+    """B panels of the forward NHWC GEMM, bias in each panel's head."""
+    c_out, kg = w2d.shape
+    dst = aligned_empty(_core.packed_size(c_out, kg, groups, False, w2d.itemsize), w2d.dtype)
+    _core.pack_panels(w2d, bias, groups, False, dst)
+    return dst
+
+
+def pack_grad_input(w2d, groups):
+    """B panels of the NHWC grad-input GEMM (weights as stored: k = C_out)."""
+    c_out, kg = w2d.shape
+    dst = aligned_empty(_core.packed_size(c_out, kg, groups, True, w2d.itemsize), w2d.dtype)
+    _core.pack_panels(w2d, None, groups, True, dst)
+    return dst
+
+
+def transpose_weight(w2d, groups):
+    """(C_in, C_out/groups): the A operand of the NCHW grad-input GEMM."""
+    c_out, kg = w2d.shape
+    ng = c_out // groups
+    return np.ascontiguousarray(w2d.reshape(groups, ng, kg).transpose(0, 2, 1)).reshape(
+        groups * kg, ng)
+
+
+class Call:
+    """The checked, normalised form of one call's arguments."""
+
+    def __init__(self, x, weight, bias, stride, padding, groups, layout, activation,
+                 num_threads):
+        self.layout = v.check_layout(layout)
+        v.check_array("x", x, 4)
+        self.dtype = x.dtype
+        self.stride = v.check_stride(stride)
+        self.pad = v.check_padding(padding)
+        self.groups = v.check_groups(groups)
+        self.clamp, self.lo, self.hi = v.check_activation(activation)
+        self.activation = activation
+        threads = v.check_threads(num_threads)
+        self.threads = threads if threads is not None else _core.default_threads()
+        n, c_in, h, w = v.spatial(x, self.layout)
+        self.w2d = v.check_weight(weight, c_in, self.groups, self.dtype)
+        self.weight_shape = weight.shape
+        self.c_out = self.w2d.shape[0]
+        self.bias = v.check_bias(bias, self.c_out, self.dtype)
+        self.in_shape = x.shape
+        self.out_shape = v.output_shape(n, self.c_out, h, w, self.stride, self.pad, self.layout)
+        self.nhwc = self.layout == "NHWC"
+
+    def core_geometry(self):
+        sh, sw = self.stride
+        top, _, left, _ = self.pad
+        return self.nhwc, sh, sw, top, left, self.groups
+
+
+def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
+                     layout="NCHW", activation=None, residual=None, out=None,
+                     num_threads=None):
+    """Pointwise (1x1) convolution: ``act(conv1x1(x) + bias + residual)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64
+        ``(N, C_in, H, W)`` for ``layout="NCHW"``, ``(N, H, W, C_in)`` for
+        ``"NHWC"``; any strides.  Never modified.
+    weight : ndarray
+        ``(C_out, C_in // groups)`` or ``(C_out, C_in // groups, 1, 1)``.
+    bias : ndarray or None
+        ``(C_out,)``.
+    stride : int or (int, int)
+    padding : int, (ph, pw) or (top, bottom, left, right)
+        Padded positions give ``act(bias + residual)``.
+    groups : int
+        Divides C_in and C_out.
+    layout : {"NCHW", "NHWC"}
+    activation : None, "relu", "relu6" or (min, max)
+        Applied last.
+    residual : ndarray or None
+        Output-shaped array added before the activation.
+    out : ndarray or None
+        C-contiguous output-shaped array to write into.
+    num_threads : int or None
+        None uses the OpenMP default (``OMP_NUM_THREADS``, threadpoolctl).
+
+    Returns
+    -------
+    ndarray
+        The output, ``out`` itself when given.
+    """
+    call = Call(x, weight, bias, stride, padding, groups, layout, activation, num_threads)
+    residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
+    v.check_out(out, call.out_shape, call.dtype,
+                {"x": x, "weight": weight, "bias": bias, "residual": residual})
+    wpacked = pack_forward(call.w2d, call.bias, call.groups) if call.nhwc else None
+    return run_forward(call, x, wpacked, residual, out)
+
+
+def run_forward(call, x, wpacked, residual, out):
+    """Forward on checked arguments (shared with the layer object)."""
+    xc = np.ascontiguousarray(x)
+    rc = np.ascontiguousarray(residual) if residual is not None else None
+    if out is None:
+        out = np.empty(call.out_shape, call.dtype)
+    nhwc, sh, sw, top, left, groups = call.core_geometry()
+    return _core.forward(xc, wpacked, call.w2d, call.bias, rc, out, nhwc, sh, sw,
+                         top, left, groups, call.clamp, call.lo, call.hi, call.threads)
+
+
+def pointwise_conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, groups=1,
+                              layout="NCHW", activation=None, output=None,
+                              output_mask=(True, True, True), num_threads=None):
+    """Gradients of :func:`pointwise_conv2d` with respect to x, weight, bias.
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        Gradient of the loss with respect to the forward output.
+    x, weight, stride, padding, groups, layout, activation, num_threads
+        As passed to the forward call.
+    output : ndarray or None
+        The forward result; required when ``activation`` is not None, since
+        the gradient passes through the activation's derivative (PyTorch's
+        convention: where ``min < output < max``).
+    output_mask : (bool, bool, bool)
+        Which of (grad_input, grad_weight, grad_bias) to compute.
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias)
+        None where masked off; ``grad_weight`` has the shape of ``weight``.
+    """
+    call = Call(x, weight, None, stride, padding, groups, layout, activation, num_threads)
+    mask = v.check_output_mask(output_mask)
+    v.check_array("grad_output", grad_output)
+    v.check_like("grad_output", grad_output, call.out_shape, call.dtype, "forward output")
+    if activation is not None and output is None:
+        raise ValueError("output (the forward result) is required when activation is "
+                         f"{activation!r}: its derivative is read off the output")
+    output = v.check_like("output", output, call.out_shape, call.dtype, "forward output")
+    packed = None
+    if mask[0]:
+        packed = pack_grad_input(call.w2d, call.groups) if call.nhwc else \
+            transpose_weight(call.w2d, call.groups)
+    return run_backward(call, grad_output, x, output, mask, packed)
+
+
+def run_backward(call, grad_output, x, output, mask, packed):
+    """Backward on checked arguments; `packed` is the grad-input operand
+    (NHWC panels or the NCHW transposed weight) when mask[0]."""
+    go = np.ascontiguousarray(grad_output)
+    xc = np.ascontiguousarray(x)
+    masked = call.activation is not None
+    oc = np.ascontiguousarray(output) if masked else None
+    nhwc, sh, sw, top, left, groups = call.core_geometry()
+    gx = gw = gb = None
+    if mask[0]:
+        simple = (sh, sw) == (1, 1) and call.pad == (0, 0, 0, 0)
+        gx = (np.empty if simple else np.zeros)(call.in_shape, call.dtype)
+        _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc, gx,
+                         nhwc, sh, sw, top, left, groups, masked, call.lo, call.hi,
+                         call.threads)
+    if mask[1] or mask[2]:
+        gw = np.empty(call.w2d.shape, call.dtype) if mask[1] else None
+        gb = np.empty(call.c_out, call.dtype) if mask[2] else None
+        _core.grad_weight_bias(go, xc, oc, gw, gb, nhwc, sh, sw, top, left, groups,
+                               masked, call.lo, call.hi, call.threads)
+        if gw is not None:
+            gw = gw.reshape(call.weight_shape)
+    return gx, gw, gb

@@ -1,0 +1,799 @@
+# The compiled drivers.  Each pass is cut into independent work items (pixel
+# tiles, channel blocks) that run on OpenMP threads with the GIL released;
+# every item ends in calls to the one microkernel of pw_kernels.h.  Arguments
+# were validated by the Python layer: arrays arrive C-contiguous, of one
+# dtype, with consistent shapes, so nothing here raises on bad input.
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.string cimport memset, memcpy
+from libc.stdlib cimport malloc, free
+
+import numpy as np
+
+from pw_decl cimport *
+
+cnp.import_array()
+
+ctypedef fused real:
+    float
+    double
+
+cdef const pw_isa *ISA = pw_isa_best()
+
+# Bytes of packed B one kernel sweep may walk: half of Zen 3's 512 KB L2, so
+# the panels stay in L2 while successive row tiles reuse them.
+cdef size_t L2_BLOCK_BYTES = 256 * 1024
+# Pixels a grad-weight chunk reduces before its partial is written back.
+cdef Py_ssize_t DW_CHUNK = 256
+# Below this many flops a call runs on one thread: waking a team costs more.
+cdef double MIN_PARALLEL_FLOPS = 4e5
+
+
+# ------------------------------------------------------------ runtime facts
+
+def select_isa(name):
+    """Make `name` ('generic', 'avx2', 'neon', ...) the kernel family; None
+    picks the best this CPU runs.  Returns False when `name` cannot run."""
+    global ISA
+    cdef const pw_isa *chosen
+    if name is None:
+        chosen = pw_isa_best()
+    else:
+        b = name.encode()
+        chosen = pw_isa_by_name(b)
+    if chosen == NULL:
+        return False
+    ISA = chosen
+    return True
+
+
+def isa_name():
+    return ISA.name.decode()
+
+
+def isa_available():
+    return pw_isa_available().decode().split()
+
+
+def tile_shape(itemsize):
+    """(MR, NR) of the active kernel for float32 (4) or float64 (8)."""
+    if itemsize == 4:
+        return int(ISA.mr_f32), int(ISA.nr_f32)
+    return int(ISA.mr_f64), int(ISA.nr_f64)
+
+
+def openmp_enabled():
+    return bool(pw_omp_enabled())
+
+
+def default_threads():
+    """The OpenMP default team size: honours OMP_NUM_THREADS and threadpoolctl."""
+    return int(pw_omp_max_threads())
+
+
+# ---------------------------------------------------------- typed helpers
+
+cdef inline void gemm(size_t mr, size_t nc, const real *a, const real *packed,
+                      real *c, const real *rb, const real *r,
+                      const pw_gemm_params *p) noexcept nogil:
+    if real is float:
+        ISA.gemm_f32(mr, nc, a, packed, c, rb, r, p)
+    else:
+        ISA.gemm_f64(mr, nc, a, packed, c, rb, r, p)
+
+
+cdef inline void pack(real *dst, size_t nr, size_t ps, size_t kc, size_t ncols,
+                      const real *src, Py_ssize_t ks, Py_ssize_t js,
+                      const Py_ssize_t *koff, const Py_ssize_t *joff,
+                      const real *head, const real *mask, double lo,
+                      double hi) noexcept nogil:
+    if real is float:
+        pw_pack_f32(dst, nr, ps, kc, ncols, src, ks, js, koff, joff, head, mask, lo, hi)
+    else:
+        pw_pack_f64(dst, nr, ps, kc, ncols, src, ks, js, koff, joff, head, mask, lo, hi)
+
+
+cdef inline void copy_grad(real *dst, Py_ssize_t dps, Py_ssize_t dcs,
+                           const real *src, Py_ssize_t sps, Py_ssize_t scs,
+                           size_t np_, size_t nch, const real *mask, double lo,
+                           double hi, double *sums) noexcept nogil:
+    if real is float:
+        pw_copy_grad_f32(dst, dps, dcs, src, sps, scs, np_, nch, mask, lo, hi, sums)
+    else:
+        pw_copy_grad_f64(dst, dps, dcs, src, sps, scs, np_, nch, mask, lo, hi, sums)
+
+
+cdef inline size_t tile_mr(real *dummy) noexcept nogil:
+    if real is float:
+        return ISA.mr_f32
+    return ISA.mr_f64
+
+
+cdef inline size_t tile_nr(real *dummy) noexcept nogil:
+    if real is float:
+        return ISA.nr_f32
+    return ISA.nr_f64
+
+
+cdef inline Py_ssize_t cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline void *data(object arr):
+    return cnp.PyArray_DATA(<cnp.ndarray>arr) if arr is not None else NULL
+
+
+# ------------------------------------------------------------ geometry
+
+cdef struct Geom:
+    Py_ssize_t n, h, w, ho, wo      # batch, input and output spatial size
+    Py_ssize_t sh, sw, pt, pl       # stride and top/left padding
+    Py_ssize_t cin, cout, groups, kg, ng
+    bint simple                     # output pixel p reads input pixel p
+
+
+cdef Geom make_geom(tuple xshape, tuple oshape, bint nhwc, Py_ssize_t sh,
+                    Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                    Py_ssize_t groups):
+    cdef Geom g
+    if nhwc:
+        g.n, g.h, g.w, g.cin = xshape
+        _, g.ho, g.wo, g.cout = oshape
+    else:
+        g.n, g.cin, g.h, g.w = xshape
+        _, g.cout, g.ho, g.wo = oshape
+    g.sh, g.sw, g.pt, g.pl = sh, sw, pt, pl
+    g.groups = groups
+    g.kg = g.cin // groups
+    g.ng = g.cout // groups
+    g.simple = (sh == 1 and sw == 1 and pt == 0 and pl == 0
+                and g.ho == g.h and g.wo == g.w)
+    return g
+
+
+cdef inline Py_ssize_t input_offset(const Geom *g, Py_ssize_t op) noexcept nogil:
+    """Pixel index within the input plane read by output pixel `op` of its
+    plane, or -1 when that position is padding."""
+    cdef Py_ssize_t oh = op // g.wo, ow = op % g.wo
+    cdef Py_ssize_t ih = oh * g.sh - g.pt, iw = ow * g.sw - g.pl
+    if ih < 0 or ih >= g.h or iw < 0 or iw >= g.w:
+        return -1
+    return ih * g.w + iw
+
+
+cdef int plan_threads(Py_ssize_t requested, double flops,
+                      Py_ssize_t items) noexcept nogil:
+    if flops < MIN_PARALLEL_FLOPS:
+        return 1
+    return <int>imax(1, imin(requested, items))
+
+
+def panel_stride(Py_ssize_t kc, Py_ssize_t itemsize):
+    mr, nr = tile_shape(itemsize)
+    return int(pw_panel_stride(kc, nr))
+
+
+# ------------------------------------------------------------ weight packing
+
+def pack_panels(object w, object bias, Py_ssize_t groups, bint transposed,
+                object dst):
+    """Pack a (C_out, C_in/groups) weight into the kernel's B panels.
+
+    transposed=False: B[k=ci][j=co] per group, bias in the head (forward NHWC).
+    transposed=True:  B[k=co][j=ci] per group, zero head (grad input NHWC).
+    `dst` is a 64-byte aligned 1-D array of panel_stride * panels * groups."""
+    if w.dtype == np.float32:
+        _pack_panels[float](<float *>data(w), <float *>data(bias), <float *>data(dst),
+                     w.shape[0], w.shape[1], groups, transposed)
+    else:
+        _pack_panels[double](<double *>data(w), <double *>data(bias), <double *>data(dst),
+                     w.shape[0], w.shape[1], groups, transposed)
+
+
+cdef void _pack_panels(real *w, real *bias, real *dst, Py_ssize_t cout,
+                       Py_ssize_t kg, Py_ssize_t groups, bint transposed) noexcept nogil:
+    cdef Py_ssize_t ng = cout // groups, g
+    cdef size_t nr = tile_nr(w)
+    cdef size_t kc = ng if transposed else kg
+    cdef size_t ncols = kg if transposed else ng
+    cdef size_t ps = pw_panel_stride(kc, nr)
+    cdef size_t gs = cdiv(ncols, nr) * ps
+    for g in range(groups):
+        if transposed:
+            pack(dst + g * gs, nr, ps, kc, ncols, w + g * ng * kg, kg, 1,
+                 NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+        else:
+            pack(dst + g * gs, nr, ps, kc, ncols, w + g * ng * kg, 1, kg,
+                 NULL, NULL, bias + g * ng if bias != NULL else NULL,
+                 <real *>NULL, 0, 0)
+
+
+def packed_size(Py_ssize_t cout, Py_ssize_t kg, Py_ssize_t groups,
+                bint transposed, Py_ssize_t itemsize):
+    mr, nr = tile_shape(itemsize)
+    ng = cout // groups
+    kc, ncols = (ng, kg) if transposed else (kg, ng)
+    return int(pw_panel_stride(kc, nr)) * ((ncols + nr - 1) // nr) * groups
+
+
+# ------------------------------------------------------- NHWC pixel driver
+#
+# Rows of the GEMM are pixels, columns are channels.  Used by the forward
+# pass (A = input pixels, C = output pixels) and by grad input (A = grad
+# output pixels, masked by the activation, C = grad input pixels).
+
+cdef struct NhwcJob:
+    Geom g
+    bint a_at_input, c_at_input   # which pixel grid A / C are addressed on
+    Py_ssize_t a_pix, c_pix       # channels per pixel of A's / C's tensor
+    Py_ssize_t a_goff, c_goff     # channel offset from one group to the next
+    Py_ssize_t kc, ncg            # depth and columns per group
+    size_t mr, nr, ps, gs         # tile, panel stride, group stride in packed
+    Py_ssize_t ppg, pblock        # panels per group, panels per L2 block
+    Py_ssize_t units, nsplit      # (group, panel) column units, pieces of them
+    Py_ssize_t mchunk, nmchunks   # simple geometry: rows per item, items
+    bint border                   # C at output: padding gets act(head + R)
+    bint masked                   # A is zeroed where M is outside (mlo, mhi)
+    double mlo, mhi
+    pw_gemm_params prm
+
+
+cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
+                    const real *M, const real *packed, Py_ssize_t a_off,
+                    Py_ssize_t c_off, Py_ssize_t a_rs, Py_ssize_t c_rs,
+                    Py_ssize_t rows, Py_ssize_t u0, Py_ssize_t u1, bint valid,
+                    real *scratch) noexcept nogil:
+    """Rows [0, rows) of one uniformly strided pixel run, columns units
+    [u0, u1).  valid=False: the run lies on padding (depth 0, border only)."""
+    cdef pw_gemm_params prm = J.prm
+    cdef Py_ssize_t u = u0, g, p0, p1, pb, pe, m, ncols, mr_
+    cdef const real *a
+    cdef const real *r
+    cdef real *c
+    prm.kc = J.kc if valid else 0
+    prm.panel_stride = J.ps
+    prm.c_rs = c_rs
+    prm.r_rs = c_rs
+    while u < u1:
+        g = u // J.ppg
+        p0 = u % J.ppg
+        p1 = imin(J.ppg, p0 + (u1 - u))
+        pb = p0
+        while pb < p1:
+            pe = imin(p1, pb + J.pblock)
+            ncols = imin(J.ncg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+            m = 0
+            while m < rows:
+                mr_ = imin(J.mr, rows - m)
+                a = A + a_off + m * a_rs + g * J.a_goff if valid else NULL
+                prm.a_rs = a_rs
+                if J.masked and valid:
+                    copy_grad(scratch, J.kc, 1, a, a_rs, 1, mr_, J.kc,
+                              M + a_off + m * a_rs + g * J.a_goff,
+                              J.mlo, J.mhi, NULL)
+                    a = scratch
+                    prm.a_rs = J.kc
+                c = C + c_off + m * c_rs + g * J.c_goff + pb * <Py_ssize_t>J.nr
+                r = R + (c - C) if R != NULL else NULL
+                gemm(mr_, ncols, a, packed + g * J.gs + pb * J.ps, c, NULL, r, &prm)
+                m += mr_
+            pb = pe
+        u += p1 - p0
+
+
+cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
+                    const real *R, const real *M, const real *packed,
+                    int *failed) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
+    cdef Py_ssize_t u0 = s * J.units // J.nsplit, u1 = (s + 1) * J.units // J.nsplit
+    cdef Py_ssize_t row0, rows, n, oh, ih, op, ip, lo_, hi_, a_rs, c_rs
+    cdef real *scratch = NULL
+    if J.masked:
+        scratch = <real *>pw_scratch(J.mr * J.kc * sizeof(real) + 64)
+        if scratch == NULL:
+            failed[0] = 1
+            return
+    if g.simple:
+        row0 = it * J.mchunk
+        rows = imin(J.mchunk, g.n * g.h * g.w - row0)
+        nhwc_rows(J, A, C, R, M, packed, row0 * J.a_pix, row0 * J.c_pix,
+                  J.a_pix, J.c_pix, rows, u0, u1, True, scratch)
+        return
+    n = it // g.ho
+    oh = it % g.ho
+    ih = oh * g.sh - g.pt
+    op = it * g.wo                      # first output pixel of this row
+    if ih < 0 or ih >= g.h:
+        if J.border:
+            nhwc_rows(J, A, C, R, M, packed, 0, op * J.c_pix, 0, J.c_pix,
+                      g.wo, u0, u1, False, scratch)
+        return
+    # Output columns [lo_, hi_) read input columns ow*sw - pl inside [0, w).
+    lo_ = imin(g.wo, cdiv(g.pl, g.sw))
+    hi_ = imax(lo_, imin(g.wo, (g.w - 1 + g.pl) // g.sw + 1))
+    if J.border and lo_ > 0:
+        nhwc_rows(J, A, C, R, M, packed, 0, op * J.c_pix, 0, J.c_pix,
+                  lo_, u0, u1, False, scratch)
+    if J.border and hi_ < g.wo:
+        nhwc_rows(J, A, C, R, M, packed, 0, (op + hi_) * J.c_pix, 0, J.c_pix,
+                  g.wo - hi_, u0, u1, False, scratch)
+    if hi_ > lo_:
+        ip = (n * g.h + ih) * g.w + lo_ * g.sw - g.pl
+        a_rs = J.a_pix * (g.sw if J.a_at_input else 1)
+        c_rs = J.c_pix * (g.sw if J.c_at_input else 1)
+        nhwc_rows(J, A, C, R, M, packed,
+                  (ip if J.a_at_input else op + lo_) * J.a_pix,
+                  (ip if J.c_at_input else op + lo_) * J.c_pix,
+                  a_rs, c_rs, hi_ - lo_, u0, u1, True, scratch)
+
+
+cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
+                  const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, item
+    cdef double flops = 2.0 * mtot * J.kc * J.ncg * g.groups
+    cdef int failed = 0, team
+    J.mr = tile_mr(C)
+    J.nr = tile_nr(C)
+    J.ps = pw_panel_stride(J.kc, J.nr)
+    J.ppg = cdiv(J.ncg, J.nr)
+    J.gs = J.ppg * J.ps
+    J.pblock = imax(1, L2_BLOCK_BYTES // (J.ps * sizeof(real)))
+    J.units = J.ppg * g.groups
+    # Split pixels when each thread gets enough row tiles to amortise its
+    # walk over the weights; otherwise (7x7, 14x14 maps) split the columns so
+    # each thread streams only its share of the weights.
+    J.nsplit = 1
+    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads and J.units >= nthreads:
+        J.nsplit = nthreads
+    if g.simple:
+        # Chunks of whole row tiles, about four per thread for balance.
+        J.mchunk = J.mr * imax(1, cdiv(cdiv(mtot, J.mr), 4 * nthreads))
+        if J.nsplit > 1:
+            J.mchunk = J.mr * cdiv(mtot, J.mr)
+        J.nmchunks = cdiv(mtot, J.mchunk)
+        rowitems = J.nmchunks
+    else:
+        rowitems = g.n * g.ho
+    items = rowitems * J.nsplit
+    team = plan_threads(nthreads, flops, items)
+    if team == 1:
+        for item in range(items):
+            nhwc_item(J, item, A, C, R, M, packed, &failed)
+    else:
+        for item in prange(items, schedule='static', num_threads=team):
+            nhwc_item(J, item, A, C, R, M, packed, &failed)
+    return failed
+
+
+# ------------------------------------------------------- NCHW plane driver
+#
+# Rows of the GEMM are channels, columns are pixels of one image plane, so
+# every store is contiguous.  Forward: A = weights (C_out x C_in/g), B = a
+# strip of input pixels gathered per channel, C = output plane rows.  Grad
+# input: A = transposed weights, B = a strip of grad output (masked), C =
+# grad input plane rows (scattered through a tile when strided or padded).
+
+cdef struct NchwJob:
+    Geom g
+    bint grad_input
+    Py_ssize_t kc, rows_g         # depth, C rows per group
+    Py_ssize_t b_planes, c_planes # channels of B's / C's tensor (image stride)
+    Py_ssize_t b_plane, c_plane   # pixels per plane of B's / C's tensor
+    size_t mr, nr, ps
+    Py_ssize_t strip, nstrips     # pixels per strip, strips per image
+    Py_ssize_t rsplit             # pieces the C rows are cut into
+    bint masked
+    double mlo, mhi
+    pw_gemm_params prm
+
+
+cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
+                    const real *B, real *C, const real *rowbias, const real *R,
+                    const real *M, int *failed) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t rs = item % J.rsplit, it = item // J.rsplit
+    cdef Py_ssize_t n = it // J.nstrips, s = it % J.nstrips
+    cdef Py_ssize_t p0 = s * J.strip, width = imin(J.strip, g.ho * g.wo - p0)
+    cdef Py_ssize_t rtot = J.rows_g * g.groups
+    cdef Py_ssize_t r0 = rs * rtot // J.rsplit, r1 = (rs + 1) * rtot // J.rsplit
+    cdef Py_ssize_t npan = cdiv(width, J.nr), grp, row, rend, mr_, j, i, off
+    cdef Py_ssize_t *joff = NULL
+    cdef bint scatter = J.grad_input and not g.simple
+    cdef size_t panels_bytes = npan * J.ps * sizeof(real)
+    cdef char *buf = <char *>pw_scratch(panels_bytes + width * sizeof(Py_ssize_t)
+                                        + J.mr * width * sizeof(real) + 128)
+    cdef real *bp = <real *>buf
+    cdef real *tile = NULL
+    cdef real *c
+    cdef const real *src
+    cdef const real *msk
+    cdef pw_gemm_params prm = J.prm
+    if buf == NULL:
+        failed[0] = 1
+        return
+    if not g.simple:
+        joff = <Py_ssize_t *>(buf + panels_bytes)
+        for j in range(width):
+            joff[j] = input_offset(g, p0 + j)
+    if scatter:
+        tile = <real *>(buf + panels_bytes + width * sizeof(Py_ssize_t) + 64)
+    prm.kc = J.kc
+    prm.a_rs = J.kc
+    prm.panel_stride = J.ps
+    row = r0
+    while row < r1:
+        grp = row // J.rows_g
+        rend = imin(r1, (grp + 1) * J.rows_g)
+        # Pack this group's strip of B once for all its rows in the piece.
+        if J.grad_input:
+            src = B + (n * J.b_planes + grp * J.kc) * J.b_plane + p0
+            msk = M + (src - B) if J.masked else NULL
+            pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 1, NULL, NULL,
+                 <real *>NULL, msk, J.mlo, J.mhi)
+        elif g.simple:
+            src = B + (n * J.b_planes + grp * J.kc) * J.b_plane + p0
+            pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 1, NULL, NULL,
+                 <real *>NULL, <real *>NULL, 0, 0)
+        else:
+            src = B + (n * J.b_planes + grp * J.kc) * J.b_plane
+            pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 0, NULL, joff,
+                 <real *>NULL, <real *>NULL, 0, 0)
+        while row < rend:
+            mr_ = imin(J.mr, rend - row)
+            c = C + (n * J.c_planes + row) * J.c_plane + p0
+            if scatter:
+                prm.c_rs = width
+                gemm(mr_, width, A + row * J.kc, bp, tile, NULL, NULL, &prm)
+                # Each input pixel is read by at most one output pixel of a
+                # 1x1 conv, so the scatter assigns; the rest stays zero.
+                c = C + (n * J.c_planes + row) * J.c_plane
+                for i in range(mr_):
+                    for j in range(width):
+                        off = joff[j]
+                        if off >= 0:
+                            c[i * J.c_plane + off] = tile[i * width + j]
+            else:
+                prm.c_rs = J.c_plane
+                prm.r_rs = J.c_plane
+                gemm(mr_, width, A + row * J.kc, bp, c,
+                     rowbias + row if rowbias != NULL else NULL,
+                     R + (c - C) if R != NULL else NULL, &prm)
+            row += mr_
+
+
+cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
+                  const real *rowbias, const real *R, const real *M,
+                  Py_ssize_t nthreads) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t plane = g.ho * g.wo, items, item, rtot = J.rows_g * g.groups
+    cdef double flops = 2.0 * g.n * plane * J.kc * rtot
+    cdef int failed = 0, team
+    J.mr = tile_mr(C)
+    J.nr = tile_nr(C)
+    J.ps = pw_panel_stride(J.kc, J.nr)
+    # Strips of two panels: the kernel walks both for each row tile, so A
+    # (weights) is reloaded half as often; more would push B out of L2.
+    J.strip = 2 * J.nr
+    while J.strip > <Py_ssize_t>J.nr and <size_t>J.strip * J.kc * sizeof(real) > L2_BLOCK_BYTES:
+        J.strip -= J.nr
+    J.nstrips = cdiv(plane, J.strip)
+    # Cut the rows when strips alone cannot feed every thread (small maps).
+    J.rsplit = 1
+    if g.n * J.nstrips < 4 * nthreads:
+        J.rsplit = imax(1, imin(cdiv(4 * nthreads, g.n * J.nstrips),
+                                rtot // (4 * <Py_ssize_t>J.mr)))
+    items = g.n * J.nstrips * J.rsplit
+    team = plan_threads(nthreads, flops, items)
+    if team == 1:
+        for item in range(items):
+            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
+    else:
+        for item in prange(items, schedule='static', num_threads=team):
+            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
+    return failed
+
+
+# --------------------------------------------------------------- forward
+
+def forward(object x, object wpacked, object weight, object bias,
+            object residual, object out, bint nhwc, Py_ssize_t sh,
+            Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
+            bint clamp, double lo, double hi, Py_ssize_t nthreads):
+    """out = act(conv(x) + bias + residual).  NHWC reads `wpacked` (panels
+    with the bias in the head); NCHW reads `weight` (C_out, C_in/g) and
+    `bias` directly."""
+    cdef Geom g = make_geom(x.shape, out.shape, nhwc, sh, sw, pt, pl, groups)
+    if x.dtype == np.float32:
+        failed = _forward(&g, <float *>data(x), <float *>data(wpacked),
+                          <float *>data(weight), <float *>data(bias),
+                          <float *>data(residual), <float *>data(out), nhwc,
+                          clamp, lo, hi, nthreads)
+    else:
+        failed = _forward(&g, <double *>data(x), <double *>data(wpacked),
+                          <double *>data(weight), <double *>data(bias),
+                          <double *>data(residual), <double *>data(out), nhwc,
+                          clamp, lo, hi, nthreads)
+    if failed:
+        raise MemoryError("pwconv: out of memory for per-thread scratch")
+    return out
+
+
+cdef int _forward(const Geom *g, const real *x, const real *wpacked,
+                  const real *weight, const real *bias, const real *residual,
+                  real *out, bint nhwc, bint clamp, double lo, double hi,
+                  Py_ssize_t nthreads) noexcept nogil:
+    cdef NhwcJob J
+    cdef NchwJob K
+    if g.n * g.ho * g.wo == 0 or g.cout == 0:
+        return 0
+    if nhwc:
+        memset(&J, 0, sizeof(J))
+        J.g = g[0]
+        J.a_at_input = True
+        J.c_at_input = False
+        J.a_pix = g.cin
+        J.c_pix = g.cout
+        J.a_goff = g.kg
+        J.c_goff = g.ng
+        J.kc = g.kg
+        J.ncg = g.ng
+        J.border = True
+        J.prm.clamp = clamp
+        J.prm.lo = lo
+        J.prm.hi = hi
+        return nhwc_run(&J, x, out, residual, <real *>NULL, wpacked, nthreads)
+    memset(&K, 0, sizeof(K))
+    K.g = g[0]
+    K.grad_input = False
+    K.kc = g.kg
+    K.rows_g = g.ng
+    K.b_planes = g.cin
+    K.b_plane = g.h * g.w
+    K.c_planes = g.cout
+    K.c_plane = g.ho * g.wo
+    K.prm.clamp = clamp
+    K.prm.lo = lo
+    K.prm.hi = hi
+    return nchw_run(&K, weight, x, out, bias, residual, <real *>NULL, nthreads)
+
+
+# ------------------------------------------------------------ grad input
+
+def grad_input(object grad_out, object wpacked_t, object weight_t,
+               object output, object grad_in, bint nhwc, Py_ssize_t sh,
+               Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
+               bint masked, double lo, double hi, Py_ssize_t nthreads):
+    """grad_in = conv^T(g(grad_out)) where g applies the activation's
+    derivative read off `output`.  grad_in must arrive zeroed when the conv
+    is strided or padded (pixels no output reads get no gradient)."""
+    cdef Geom g = make_geom(grad_in.shape, grad_out.shape, nhwc, sh, sw, pt,
+                            pl, groups)
+    if grad_out.dtype == np.float32:
+        failed = _grad_input(&g, <float *>data(grad_out), <float *>data(wpacked_t),
+                             <float *>data(weight_t), <float *>data(output),
+                             <float *>data(grad_in), nhwc, masked, lo, hi, nthreads)
+    else:
+        failed = _grad_input(&g, <double *>data(grad_out), <double *>data(wpacked_t),
+                             <double *>data(weight_t), <double *>data(output),
+                             <double *>data(grad_in), nhwc, masked, lo, hi, nthreads)
+    if failed:
+        raise MemoryError("pwconv: out of memory for per-thread scratch")
+    return grad_in
+
+
+cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
+                     const real *weight_t, const real *output, real *gin,
+                     bint nhwc, bint masked, double lo, double hi,
+                     Py_ssize_t nthreads) noexcept nogil:
+    cdef NhwcJob J
+    cdef NchwJob K
+    if g.n * g.ho * g.wo == 0 or g.cin == 0 or g.cout == 0:
+        return 0
+    if nhwc:
+        memset(&J, 0, sizeof(J))
+        J.g = g[0]
+        J.a_at_input = False
+        J.c_at_input = True
+        J.a_pix = g.cout
+        J.c_pix = g.cin
+        J.a_goff = g.ng
+        J.c_goff = g.kg
+        J.kc = g.ng
+        J.ncg = g.kg
+        J.border = False
+        J.masked = masked
+        J.mlo = lo
+        J.mhi = hi
+        return nhwc_run(&J, gout, gin, <real *>NULL, output if masked else NULL,
+                        wpacked_t, nthreads)
+    memset(&K, 0, sizeof(K))
+    K.g = g[0]
+    K.grad_input = True
+    K.kc = g.ng
+    K.rows_g = g.kg
+    K.b_planes = g.cout
+    K.b_plane = g.ho * g.wo
+    K.c_planes = g.cin
+    K.c_plane = g.h * g.w
+    K.masked = masked
+    K.mlo = lo
+    K.mhi = hi
+    return nchw_run(&K, weight_t, gout, gin, <real *>NULL, <real *>NULL,
+                    output if masked else NULL, nthreads)
+
+
+# ------------------------------------------------------- grad weight, bias
+#
+# dW[co, ci] = sum over output pixels q of g(dY)[q, co] * X[in(q), ci]: a
+# GEMM with rows co, columns ci and the pixels as its depth.  Pixels are cut
+# into chunks; thread t owns a fixed, contiguous run of chunks and its own
+# partial dW, and the partials are summed in thread order afterwards, so the
+# result depends on the thread count but never on scheduling.
+
+cdef struct DwJob:
+    Geom g
+    bint nhwc, masked, want_w, want_b
+    double mlo, mhi
+    size_t mr, nr, ps
+    Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
+
+
+cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
+                    const real *x, const real *output, real *partials,
+                    double *bsums, int *failed) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t c0 = t * J.nchunks // J.team, c1 = (t + 1) * J.nchunks // J.team
+    cdef Py_ssize_t plane = g.ho * g.wo, ci, n, q0, kq, grp, q, co, pb, pe, ncols
+    cdef Py_ssize_t kca = J.chunk + 8   # A row stride, kept off 4 KB aliasing
+    cdef real *part = partials + t * g.cout * g.kg
+    cdef double *bs = bsums + t * g.cout
+    cdef size_t a_bytes = g.ng * kca * sizeof(real)
+    cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
+    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + J.chunk * sizeof(Py_ssize_t) + 128)
+    cdef real *at
+    cdef real *bp
+    cdef Py_ssize_t *koff
+    cdef const real *src
+    cdef real *c
+    cdef bint first = True
+    cdef pw_gemm_params prm
+    if buf == NULL:
+        failed[0] = 1
+        return
+    bp = <real *>buf
+    at = <real *>(buf + b_bytes + 64)
+    koff = <Py_ssize_t *>(buf + b_bytes + a_bytes + 64)
+    memset(&prm, 0, sizeof(prm))
+    prm.a_rs = kca
+    prm.c_rs = g.kg
+    prm.r_rs = g.kg
+    prm.panel_stride = J.ps
+    for ci in range(c0, c1):
+        n = ci // J.nchunks_img
+        q0 = (ci % J.nchunks_img) * J.chunk
+        kq = imin(J.chunk, plane - q0)
+        if not g.simple:
+            for q in range(kq):
+                koff[q] = input_offset(g, q0 + q)
+                if J.nhwc and koff[q] >= 0:
+                    koff[q] *= g.cin
+        for grp in range(g.groups):
+            # A: this chunk of grad output, channel-major, masked; the bias
+            # gradient is summed on the way.
+            if J.nhwc:
+                src = gout + (n * plane + q0) * g.cout + grp * g.ng
+                copy_grad(at, 1, kca, src, g.cout, 1, kq, g.ng,
+                          output + (src - gout) if J.masked else NULL,
+                          J.mlo, J.mhi, bs + grp * g.ng if J.want_b else NULL)
+            else:
+                src = gout + (n * g.cout + grp * g.ng) * plane + q0
+                copy_grad(at, 1, kca, src, 1, plane, kq, g.ng,
+                          output + (src - gout) if J.masked else NULL,
+                          J.mlo, J.mhi, bs + grp * g.ng if J.want_b else NULL)
+            if not J.want_w:
+                continue
+            # B: the input pixels these outputs read, one row per pixel.
+            if J.nhwc:
+                if g.simple:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + (n * plane + q0) * g.cin + grp * g.kg, g.cin, 1,
+                         NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                else:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + n * g.h * g.w * g.cin + grp * g.kg, g.cin, 1,
+                         koff, NULL, <real *>NULL, <real *>NULL, 0, 0)
+            else:
+                if g.simple:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + (n * g.cin + grp * g.kg) * plane + q0, 1, plane,
+                         NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                else:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + (n * g.cin + grp * g.kg) * g.h * g.w, 1, g.h * g.w,
+                         koff, NULL, <real *>NULL, <real *>NULL, 0, 0)
+            prm.kc = kq
+            pb = 0
+            while pb < J.ppg:
+                pe = imin(J.ppg, pb + J.pblock)
+                ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                co = 0
+                while co < g.ng:
+                    c = part + (grp * g.ng + co) * g.kg + pb * <Py_ssize_t>J.nr
+                    gemm(imin(J.mr, g.ng - co), ncols, at + co * kca,
+                         bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
+                    co += J.mr
+                pb = pe
+        first = False
+
+
+def grad_weight_bias(object grad_out, object x, object output, object gw,
+                     object gb, bint nhwc, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
+                     bint masked, double lo, double hi, Py_ssize_t nthreads):
+    """Fill gw (C_out, C_in/g) and/or gb (C_out,), either may be None."""
+    cdef Geom g = make_geom(x.shape, grad_out.shape, nhwc, sh, sw, pt, pl, groups)
+    cdef DwJob J
+    cdef Py_ssize_t plane = g.ho * g.wo
+    memset(&J, 0, sizeof(J))
+    J.g = g
+    J.nhwc = nhwc
+    J.masked = masked
+    J.mlo = lo
+    J.mhi = hi
+    J.want_w = gw is not None
+    J.want_b = gb is not None
+    J.chunk = DW_CHUNK
+    J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
+    J.nchunks = g.n * J.nchunks_img
+    mr, nr = tile_shape(x.dtype.itemsize)
+    J.mr, J.nr = mr, nr
+    J.ps = pw_panel_stride(J.chunk, J.nr)
+    J.ppg = (g.kg + J.nr - 1) // J.nr
+    J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
+    flops = 2.0 * g.n * plane * g.cin * g.ng
+    J.team = plan_threads(nthreads, flops, J.nchunks) if J.nchunks else 1
+    if J.team == 1 and gw is not None:
+        partials = gw.reshape(1, g.cout, g.kg)   # one thread writes in place
+    else:
+        partials = np.zeros((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
+    bsums = np.zeros((J.team, g.cout), dtype=np.float64)
+    if J.nchunks:
+        if x.dtype == np.float32:
+            failed = _dw_run(&J, <float *>data(grad_out), <float *>data(x),
+                             <float *>data(output), <float *>data(partials),
+                             <double *>data(bsums))
+        else:
+            failed = _dw_run(&J, <double *>data(grad_out), <double *>data(x),
+                             <double *>data(output), <double *>data(partials),
+                             <double *>data(bsums))
+        if failed:
+            raise MemoryError("pwconv: out of memory for per-thread scratch")
+    if gw is not None and J.nchunks == 0:
+        gw[...] = 0
+    elif gw is not None and J.team > 1:
+        # Fixed order, so the result does not depend on scheduling.
+        np.sum(partials, axis=0, out=gw.reshape(g.cout, g.kg))
+    if gb is not None:
+        gb[...] = bsums.sum(axis=0)
+
+
+cdef int _dw_run(DwJob *J, const real *gout, const real *x, const real *output,
+                 real *partials, double *bsums) noexcept nogil:
+    cdef int failed = 0
+    cdef Py_ssize_t t
+    if J.team == 1:
+        dw_thread(J, 0, gout, x, output, partials, bsums, &failed)
+    else:
+        for t in prange(J.team, schedule='static', num_threads=J.team):
+            dw_thread(J, t, gout, x, output, partials, bsums, &failed)
+    return failed

@@ -1,0 +1,246 @@
+/* AVX2 + FMA kernels: 6x16 float (12 ymm accumulators, two B loads and one
+ * broadcast per k), 6x8 double.  Compiled without -mavx2: each function
+ * carries target("avx2,fma") so the extension still imports on older x86
+ * CPUs, where dispatch.c never calls these.  GCC does not inline across
+ * differing targets, so every helper here carries the same attribute.
+ *
+ * The tile body is one always_inline function taking the row count as a
+ * compile-time constant; the entry point instantiates it for 6, 4, 2 and 1
+ * rows so short-M remainders do not pay for six rows.  With the row count
+ * constant, GCC unrolls the row loops and keeps the accumulator arrays in
+ * registers. */
+#include "pw_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <string.h>
+
+#define TARGET __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+
+/* ---------------------------------------------------------------- float */
+
+INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
+                         size_t ncols, const float *row_bias_i, int clamp,
+                         __m256 lo, __m256 hi)
+{
+    if (row_bias_i) {
+        const __m256 rb = _mm256_broadcast_ss(row_bias_i);
+        v0 = _mm256_add_ps(v0, rb);
+        v1 = _mm256_add_ps(v1, rb);
+    }
+    if (ncols == 16) {
+        if (r) {
+            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(r));
+            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(r + 8));
+        }
+        if (clamp) {
+            /* min/max return their second operand when one is NaN, so the
+             * accumulator goes second to keep a NaN result. */
+            v0 = _mm256_max_ps(lo, _mm256_min_ps(hi, v0));
+            v1 = _mm256_max_ps(lo, _mm256_min_ps(hi, v1));
+        }
+        _mm256_storeu_ps(c, v0);
+        _mm256_storeu_ps(c + 8, v1);
+        return;
+    }
+    /* Column remainder: go through a stack tile so no load or store touches
+     * memory past the ncols real columns. */
+    float tmp[16];
+    if (r) {
+        memcpy(tmp, r, ncols * sizeof(float));
+        memset(tmp + ncols, 0, (16 - ncols) * sizeof(float));
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(tmp));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(tmp + 8));
+    }
+    if (clamp) {
+        v0 = _mm256_max_ps(lo, _mm256_min_ps(hi, v0));
+        v1 = _mm256_max_ps(lo, _mm256_min_ps(hi, v1));
+    }
+    _mm256_storeu_ps(tmp, v0);
+    _mm256_storeu_ps(tmp + 8, v1);
+    memcpy(c, tmp, ncols * sizeof(float));
+}
+
+/* One panel of up to 16 columns for MRC rows.  `half` selects the 8-column
+ * variant used when at most 8 real columns remain (C_out % 16 == 8): it does
+ * half the FMAs instead of computing on eight columns of zero padding. */
+INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
+                      const float *const *rows, const float *panel,
+                      float *c, const float *r, size_t ncols,
+                      const float *row_bias, const pw_gemm_params *p)
+{
+    __m256 acc0[6], acc1[6];
+    const __m256 h0 = _mm256_loadu_ps(panel);
+    const __m256 h1 = half ? _mm256_setzero_ps() : _mm256_loadu_ps(panel + 8);
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
+    const float *b = panel + 16;
+    const size_t kc = p->kc;
+    for (size_t k = 0; k < kc; k++, b += 16) {
+        const __m256 b0 = _mm256_loadu_ps(b);
+        if (half) {
+#pragma GCC unroll 6
+            for (size_t i = 0; i < MRC; i++)
+                acc0[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[i] + k), b0, acc0[i]);
+        } else {
+            const __m256 b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+            for (size_t i = 0; i < MRC; i++) {
+                const __m256 a = _mm256_broadcast_ss(rows[i] + k);
+                acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);
+                acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);
+            }
+        }
+    }
+    const __m256 lo = _mm256_set1_ps((float)p->lo), hi = _mm256_set1_ps((float)p->hi);
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++) {
+        if (i < mr)
+            epilogue_f32(c + i * p->c_rs, r ? r + i * p->r_rs : NULL, acc0[i],
+                         acc1[i], ncols, row_bias ? row_bias + i : NULL,
+                         p->clamp, lo, hi);
+    }
+}
+
+INLINE void tile_f32(const size_t MRC, size_t mr, size_t nc, const float *a,
+                     const float *packed, float *c, const float *row_bias,
+                     const float *r, const pw_gemm_params *p)
+{
+    const float *rows[6];
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++)
+        rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
+    for (size_t j0 = 0; j0 < nc; j0 += 16) {
+        const size_t ncols = nc - j0 < 16 ? nc - j0 : 16;
+        const float *panel = packed + (j0 / 16) * p->panel_stride;
+        const float *rj = r ? r + j0 : NULL;
+        if (ncols <= 8)
+            panel_f32(MRC, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else
+            panel_f32(MRC, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+    }
+}
+
+TARGET void pw_gemm_f32_avx2(size_t mr, size_t nc, const float *a,
+                             const float *packed, float *c,
+                             const float *row_bias, const float *r,
+                             const pw_gemm_params *p)
+{
+    if (mr > 4) tile_f32(6, mr, nc, a, packed, c, row_bias, r, p);
+    else if (mr > 2) tile_f32(4, mr, nc, a, packed, c, row_bias, r, p);
+    else if (mr == 2) tile_f32(2, mr, nc, a, packed, c, row_bias, r, p);
+    else tile_f32(1, mr, nc, a, packed, c, row_bias, r, p);
+}
+
+/* --------------------------------------------------------------- double */
+
+INLINE void epilogue_f64(double *c, const double *r, __m256d v0, __m256d v1,
+                         size_t ncols, const double *row_bias_i, int clamp,
+                         __m256d lo, __m256d hi)
+{
+    if (row_bias_i) {
+        const __m256d rb = _mm256_broadcast_sd(row_bias_i);
+        v0 = _mm256_add_pd(v0, rb);
+        v1 = _mm256_add_pd(v1, rb);
+    }
+    if (ncols == 8) {
+        if (r) {
+            v0 = _mm256_add_pd(v0, _mm256_loadu_pd(r));
+            v1 = _mm256_add_pd(v1, _mm256_loadu_pd(r + 4));
+        }
+        if (clamp) {
+            v0 = _mm256_max_pd(lo, _mm256_min_pd(hi, v0));
+            v1 = _mm256_max_pd(lo, _mm256_min_pd(hi, v1));
+        }
+        _mm256_storeu_pd(c, v0);
+        _mm256_storeu_pd(c + 4, v1);
+        return;
+    }
+    double tmp[8];
+    if (r) {
+        memcpy(tmp, r, ncols * sizeof(double));
+        memset(tmp + ncols, 0, (8 - ncols) * sizeof(double));
+        v0 = _mm256_add_pd(v0, _mm256_loadu_pd(tmp));
+        v1 = _mm256_add_pd(v1, _mm256_loadu_pd(tmp + 4));
+    }
+    if (clamp) {
+        v0 = _mm256_max_pd(lo, _mm256_min_pd(hi, v0));
+        v1 = _mm256_max_pd(lo, _mm256_min_pd(hi, v1));
+    }
+    _mm256_storeu_pd(tmp, v0);
+    _mm256_storeu_pd(tmp + 4, v1);
+    memcpy(c, tmp, ncols * sizeof(double));
+}
+
+INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
+                      const double *const *rows, const double *panel,
+                      double *c, const double *r, size_t ncols,
+                      const double *row_bias, const pw_gemm_params *p)
+{
+    __m256d acc0[6], acc1[6];
+    const __m256d h0 = _mm256_loadu_pd(panel);
+    const __m256d h1 = half ? _mm256_setzero_pd() : _mm256_loadu_pd(panel + 4);
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
+    const double *b = panel + 8;
+    const size_t kc = p->kc;
+    for (size_t k = 0; k < kc; k++, b += 8) {
+        const __m256d b0 = _mm256_loadu_pd(b);
+        if (half) {
+#pragma GCC unroll 6
+            for (size_t i = 0; i < MRC; i++)
+                acc0[i] = _mm256_fmadd_pd(_mm256_broadcast_sd(rows[i] + k), b0, acc0[i]);
+        } else {
+            const __m256d b1 = _mm256_loadu_pd(b + 4);
+#pragma GCC unroll 6
+            for (size_t i = 0; i < MRC; i++) {
+                const __m256d a = _mm256_broadcast_sd(rows[i] + k);
+                acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);
+                acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);
+            }
+        }
+    }
+    const __m256d lo = _mm256_set1_pd(p->lo), hi = _mm256_set1_pd(p->hi);
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++) {
+        if (i < mr)
+            epilogue_f64(c + i * p->c_rs, r ? r + i * p->r_rs : NULL, acc0[i],
+                         acc1[i], ncols, row_bias ? row_bias + i : NULL,
+                         p->clamp, lo, hi);
+    }
+}
+
+INLINE void tile_f64(const size_t MRC, size_t mr, size_t nc, const double *a,
+                     const double *packed, double *c, const double *row_bias,
+                     const double *r, const pw_gemm_params *p)
+{
+    const double *rows[6];
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++)
+        rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
+    for (size_t j0 = 0; j0 < nc; j0 += 8) {
+        const size_t ncols = nc - j0 < 8 ? nc - j0 : 8;
+        const double *panel = packed + (j0 / 8) * p->panel_stride;
+        const double *rj = r ? r + j0 : NULL;
+        if (ncols <= 4)
+            panel_f64(MRC, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else
+            panel_f64(MRC, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+    }
+}
+
+TARGET void pw_gemm_f64_avx2(size_t mr, size_t nc, const double *a,
+                             const double *packed, double *c,
+                             const double *row_bias, const double *r,
+                             const pw_gemm_params *p)
+{
+    if (mr > 4) tile_f64(6, mr, nc, a, packed, c, row_bias, r, p);
+    else if (mr > 2) tile_f64(4, mr, nc, a, packed, c, row_bias, r, p);
+    else if (mr == 2) tile_f64(2, mr, nc, a, packed, c, row_bias, r, p);
+    else tile_f64(1, mr, nc, a, packed, c, row_bias, r, p);
+}
+
+#else
+typedef int pw_avx2_unused;
+#endif

@@ -1,0 +1,59 @@
+# C declarations shared by the compiled drivers.
+
+cdef extern from "pw_kernels.h" nogil:
+    ctypedef struct pw_gemm_params:
+        size_t kc
+        size_t panel_stride
+        Py_ssize_t a_rs
+        Py_ssize_t c_rs
+        Py_ssize_t r_rs
+        int clamp
+        double lo
+        double hi
+
+    ctypedef void (*pw_gemm_f32_fn)(size_t, size_t, const float *, const float *,
+                                    float *, const float *, const float *,
+                                    const pw_gemm_params *) noexcept nogil
+    ctypedef void (*pw_gemm_f64_fn)(size_t, size_t, const double *, const double *,
+                                    double *, const double *, const double *,
+                                    const pw_gemm_params *) noexcept nogil
+
+    ctypedef struct pw_isa:
+        const char *name
+        size_t mr_f32
+        size_t nr_f32
+        pw_gemm_f32_fn gemm_f32
+        size_t mr_f64
+        size_t nr_f64
+        pw_gemm_f64_fn gemm_f64
+
+cdef extern from "pw_runtime.h" nogil:
+    const pw_isa *pw_isa_by_name(const char *name)
+    const pw_isa *pw_isa_best()
+    const char *pw_isa_available()
+    void *pw_scratch(size_t nbytes)
+
+cdef extern from "pw_pack.h" nogil:
+    size_t pw_panel_stride(size_t kc, size_t nr)
+    void pw_pack_f32(float *dst, size_t nr, size_t panel_stride, size_t kc,
+                     size_t ncols, const float *src, Py_ssize_t k_stride,
+                     Py_ssize_t j_stride, const Py_ssize_t *k_off,
+                     const Py_ssize_t *j_off, const float *head,
+                     const float *mask, double lo, double hi)
+    void pw_pack_f64(double *dst, size_t nr, size_t panel_stride, size_t kc,
+                     size_t ncols, const double *src, Py_ssize_t k_stride,
+                     Py_ssize_t j_stride, const Py_ssize_t *k_off,
+                     const Py_ssize_t *j_off, const double *head,
+                     const double *mask, double lo, double hi)
+    void pw_copy_grad_f32(float *dst, Py_ssize_t dst_ps, Py_ssize_t dst_cs,
+                          const float *src, Py_ssize_t src_ps, Py_ssize_t src_cs,
+                          size_t np, size_t nch, const float *mask, double lo,
+                          double hi, double *sums)
+    void pw_copy_grad_f64(double *dst, Py_ssize_t dst_ps, Py_ssize_t dst_cs,
+                          const double *src, Py_ssize_t src_ps, Py_ssize_t src_cs,
+                          size_t np, size_t nch, const double *mask, double lo,
+                          double hi, double *sums)
+
+cdef extern from "pw_omp.h" nogil:
+    int pw_omp_enabled()
+    int pw_omp_max_threads()

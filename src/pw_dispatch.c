@@ -1,0 +1,64 @@
+/* Picks the kernel family at import from what the CPU reports, never from
+ * what the build machine had, so one wheel runs everywhere. */
+#include "pw_runtime.h"
+
+#include <string.h>
+
+static const pw_isa generic_isa = {
+    "generic", PW_MR_GENERIC, PW_NR_GENERIC, pw_gemm_f32_generic,
+    PW_MR_GENERIC, PW_NR_GENERIC, pw_gemm_f64_generic};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PW_HAVE_AVX2_BUILD 1
+static const pw_isa avx2_isa = {
+    "avx2", PW_MR_AVX2_F32, PW_NR_AVX2_F32, pw_gemm_f32_avx2,
+    PW_MR_AVX2_F64, PW_NR_AVX2_F64, pw_gemm_f64_avx2};
+
+static int cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+#if defined(__aarch64__)
+#define PW_HAVE_NEON_BUILD 1
+/* NEON (Advanced SIMD) is part of the AArch64 base architecture. */
+static const pw_isa neon_isa = {
+    "neon", PW_MR_NEON_F32, PW_NR_NEON_F32, pw_gemm_f32_neon,
+    PW_MR_NEON_F64, PW_NR_NEON_F64, pw_gemm_f64_neon};
+#endif
+
+const pw_isa *pw_isa_by_name(const char *name)
+{
+    if (strcmp(name, "generic") == 0) return &generic_isa;
+#ifdef PW_HAVE_AVX2_BUILD
+    if (strcmp(name, "avx2") == 0 && cpu_has_avx2()) return &avx2_isa;
+#endif
+#ifdef PW_HAVE_NEON_BUILD
+    if (strcmp(name, "neon") == 0) return &neon_isa;
+#endif
+    return NULL;
+}
+
+const pw_isa *pw_isa_best(void)
+{
+#ifdef PW_HAVE_AVX2_BUILD
+    if (cpu_has_avx2()) return &avx2_isa;
+#endif
+#ifdef PW_HAVE_NEON_BUILD
+    return &neon_isa;
+#endif
+    return &generic_isa;
+}
+
+const char *pw_isa_available(void)
+{
+#ifdef PW_HAVE_AVX2_BUILD
+    if (cpu_has_avx2()) return "generic avx2";
+#endif
+#ifdef PW_HAVE_NEON_BUILD
+    return "generic neon";
+#endif
+    return "generic";
+}

@@ -1,0 +1,94 @@
+/* The one microkernel contract every instruction set implements.
+ *
+ * Every pass of pwconv (forward and grad input in NHWC and NCHW, grad weight)
+ * is reduced by the drivers to the same tile product, so a new instruction
+ * set only has to provide this function for float and double:
+ *
+ *   for i < mr, j < nc:
+ *     C[i*c_rs + j] = act( head[j] + sum_{k<kc} A[i*a_rs + k] * B[k][j]
+ *                          + row_bias[i] + R[i*r_rs + j] )
+ *
+ * A is read in place (k contiguous, rows a_rs apart) and broadcast.
+ * B is packed: panel p holds columns [p*NR, p*NR + NR) and starts at
+ * packed + p*panel_stride; its first NR values are the "head" (the bias in
+ * the forward pass, zeros elsewhere), then kc rows of NR values, zero-padded
+ * past the last real column.  The kernel walks every panel needed for nc
+ * columns, so one call keeps its mr rows of A hot in L1 across all panels.
+ *
+ * Accumulation order is fixed (head, then k ascending with FMA, then
+ * row_bias, then R, then clamp) so results are bitwise repeatable.
+ * row_bias and R may be NULL.  R may alias C exactly (same pointer and
+ * stride): the drivers use that to accumulate over successive k chunks.
+ * kc may be 0 (A is then never read): that gives act(head + row_bias + R),
+ * which is what padded border pixels need.
+ * The clamp propagates NaN (min/max keep a NaN operand), like PyTorch.
+ */
+#ifndef PW_KERNELS_H
+#define PW_KERNELS_H
+
+#include <stddef.h>
+
+typedef struct {
+    size_t kc;            /* reduction depth */
+    size_t panel_stride;  /* elements from one packed panel to the next, >= (kc+1)*NR */
+    ptrdiff_t a_rs;       /* elements between rows of A */
+    ptrdiff_t c_rs;       /* elements between rows of C */
+    ptrdiff_t r_rs;       /* elements between rows of R (ignored when R is NULL) */
+    int clamp;            /* nonzero: y = min(max(y, lo), hi) with NaN kept */
+    double lo, hi;
+} pw_gemm_params;
+
+typedef void (*pw_gemm_f32_fn)(size_t mr, size_t nc, const float *a,
+                               const float *packed, float *c,
+                               const float *row_bias, const float *r,
+                               const pw_gemm_params *p);
+typedef void (*pw_gemm_f64_fn)(size_t mr, size_t nc, const double *a,
+                               const double *packed, double *c,
+                               const double *row_bias, const double *r,
+                               const pw_gemm_params *p);
+
+/* One row of the dispatch table: the kernels of one instruction set and the
+ * tile each was written for (mr rows per call at most, nr columns a panel). */
+typedef struct {
+    const char *name;
+    size_t mr_f32, nr_f32;
+    pw_gemm_f32_fn gemm_f32;
+    size_t mr_f64, nr_f64;
+    pw_gemm_f64_fn gemm_f64;
+} pw_isa;
+
+/* Kernel entry points; each is defined only where its file is compiled for
+ * a matching architecture (the file is empty elsewhere). */
+void pw_gemm_f32_generic(size_t, size_t, const float *, const float *, float *,
+                         const float *, const float *, const pw_gemm_params *);
+void pw_gemm_f64_generic(size_t, size_t, const double *, const double *, double *,
+                         const double *, const double *, const pw_gemm_params *);
+void pw_gemm_f32_avx2(size_t, size_t, const float *, const float *, float *,
+                      const float *, const float *, const pw_gemm_params *);
+void pw_gemm_f64_avx2(size_t, size_t, const double *, const double *, double *,
+                      const double *, const double *, const pw_gemm_params *);
+void pw_gemm_f32_avx512(size_t, size_t, const float *, const float *, float *,
+                        const float *, const float *, const pw_gemm_params *);
+void pw_gemm_f64_avx512(size_t, size_t, const double *, const double *, double *,
+                        const double *, const double *, const pw_gemm_params *);
+void pw_gemm_f32_neon(size_t, size_t, const float *, const float *, float *,
+                      const float *, const float *, const pw_gemm_params *);
+void pw_gemm_f64_neon(size_t, size_t, const double *, const double *, double *,
+                      const double *, const double *, const pw_gemm_params *);
+
+#define PW_MR_GENERIC 4
+#define PW_NR_GENERIC 8
+#define PW_MR_AVX2_F32 6
+#define PW_NR_AVX2_F32 16
+#define PW_MR_AVX2_F64 6
+#define PW_NR_AVX2_F64 8
+#define PW_MR_AVX512_F32 7
+#define PW_NR_AVX512_F32 32
+#define PW_MR_AVX512_F64 7
+#define PW_NR_AVX512_F64 16
+#define PW_MR_NEON_F32 8
+#define PW_NR_NEON_F32 8
+#define PW_MR_NEON_F64 6
+#define PW_NR_NEON_F64 4
+
+#endif

@@ -1,0 +1,44 @@
+/* Packing: the copies that put operands into the layout pw_kernels.h reads.
+ * They are cheap next to the GEMM they feed (one pass over an operand
+ * against 2*N multiply-adds per element) and do all the layout-specific
+ * gathering (strides, padding, groups), so the kernels stay layout-blind. */
+#ifndef PW_PACK_H
+#define PW_PACK_H
+
+#include <stddef.h>
+
+/* Round a panel of (kc + 1) rows of nr up to a multiple of 16 elements, so
+ * every panel starts 64-byte aligned when the buffer does. */
+size_t pw_panel_stride(size_t kc, size_t nr);
+
+/* Fill ceil(ncols/nr) panels at dst from the matrix
+ *   B[k][j] = src[koff(k) + joff(j)],  koff(k) = k_off ? k_off[k] : k*k_stride,
+ *                                      joff(j) = j_off ? j_off[j] : j*j_stride,
+ * with zero where an offset taken from k_off/j_off is negative (padding) and
+ * in columns past ncols.  Row 0 of each panel is head[j] (zero when head is
+ * NULL).  With mask non-NULL, B is zeroed where !(lo < mask[same offset] < hi):
+ * the activation's derivative applied while the gradient is read. */
+void pw_pack_f32(float *dst, size_t nr, size_t panel_stride, size_t kc,
+                 size_t ncols, const float *src, ptrdiff_t k_stride,
+                 ptrdiff_t j_stride, const ptrdiff_t *k_off,
+                 const ptrdiff_t *j_off, const float *head,
+                 const float *mask, double lo, double hi);
+void pw_pack_f64(double *dst, size_t nr, size_t panel_stride, size_t kc,
+                 size_t ncols, const double *src, ptrdiff_t k_stride,
+                 ptrdiff_t j_stride, const ptrdiff_t *k_off,
+                 const ptrdiff_t *j_off, const double *head,
+                 const double *mask, double lo, double hi);
+
+/* dst[c*dst_cs + p*dst_ps] = g(src[p*src_ps + c*src_cs]) for p < np, c < nch,
+ * where g zeroes the value unless lo < mask[same offset] < hi (mask may be
+ * NULL).  When sums is non-NULL, sums[c] += g(...) in p order (grad bias). */
+void pw_copy_grad_f32(float *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs,
+                      const float *src, ptrdiff_t src_ps, ptrdiff_t src_cs,
+                      size_t np, size_t nch, const float *mask, double lo,
+                      double hi, double *sums);
+void pw_copy_grad_f64(double *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs,
+                      const double *src, ptrdiff_t src_ps, ptrdiff_t src_cs,
+                      size_t np, size_t nch, const double *mask, double lo,
+                      double hi, double *sums);
+
+#endif
