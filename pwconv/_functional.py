@@ -53,8 +53,9 @@ class Call:
         self.groups = v.check_groups(groups)
         self.clamp, self.lo, self.hi = v.check_activation(activation)
         self.activation = activation
-        threads = v.check_threads(num_threads)
-        self.threads = threads if threads is not None else _core.default_threads()
+        # None is resolved per call, so OMP_NUM_THREADS and threadpoolctl
+        # limits set after this object was made still apply.
+        self.threads = v.check_threads(num_threads)
         n, c_in, h, w = v.spatial(x, self.layout)
         self.w2d = v.check_weight(weight, c_in, self.groups, self.dtype)
         self.weight_shape = weight.shape
@@ -119,8 +120,9 @@ def run_forward(call, x, wpacked, residual, out):
     if out is None:
         out = np.empty(call.out_shape, call.dtype)
     nhwc, sh, sw, top, left, groups = call.core_geometry()
+    threads = call.threads or _core.default_threads()
     return _core.forward(xc, wpacked, call.w2d, call.bias, rc, out, nhwc, sh, sw,
-                         top, left, groups, call.clamp, call.lo, call.hi, call.threads)
+                         top, left, groups, call.clamp, call.lo, call.hi, threads)
 
 
 def pointwise_conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, groups=1,
@@ -169,18 +171,19 @@ def run_backward(call, grad_output, x, output, mask, packed):
     masked = call.activation is not None
     oc = np.ascontiguousarray(output) if masked else None
     nhwc, sh, sw, top, left, groups = call.core_geometry()
+    threads = call.threads or _core.default_threads()
     gx = gw = gb = None
     if mask[0]:
         simple = (sh, sw) == (1, 1) and call.pad == (0, 0, 0, 0)
         gx = (np.empty if simple else np.zeros)(call.in_shape, call.dtype)
         _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc, gx,
                          nhwc, sh, sw, top, left, groups, masked, call.lo, call.hi,
-                         call.threads)
+                         threads)
     if mask[1] or mask[2]:
         gw = np.empty(call.w2d.shape, call.dtype) if mask[1] else None
         gb = np.empty(call.c_out, call.dtype) if mask[2] else None
         _core.grad_weight_bias(go, xc, oc, gw, gb, nhwc, sh, sw, top, left, groups,
-                               masked, call.lo, call.hi, call.threads)
+                               masked, call.lo, call.hi, threads)
         if gw is not None:
             gw = gw.reshape(call.weight_shape)
     return gx, gw, gb

@@ -105,6 +105,7 @@ class PointwiseConv2d:
         self._repack()
 
     def _repack(self):
+        self._calls = {}
         self._fwd_packed = (pack_forward(self._weight, self._bias, self.groups)
                             if self.layout == "NHWC" else None)
         self._bwd_packed = None   # packed on first backward after a change
@@ -112,8 +113,17 @@ class PointwiseConv2d:
     # -- passes ---------------------------------------------------------------
 
     def _call(self, x):
-        return Call(x, self._weight, self._bias, self.stride, self.padding, self.groups,
-                    self.layout, self.activation, self.num_threads)
+        """The validated geometry for x, cached per input shape and dtype: the
+        layer's own settings were checked once, in __init__."""
+        key = (x.shape, x.dtype) if type(x) is np.ndarray else None
+        call = self._calls.get(key)
+        if call is None:
+            call = Call(x, self._weight, self._bias, self.stride, self.padding, self.groups,
+                        self.layout, self.activation, self.num_threads)
+            if len(self._calls) > 32:
+                self._calls.clear()
+            self._calls[key] = call
+        return call
 
     def forward(self, x, residual=None, out=None):
         """act(conv(x) + bias + residual), written into `out` when given."""
@@ -148,7 +158,7 @@ class PointwiseConv2d:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_fwd_packed", "_bwd_packed", "_saved"):
+        for key in ("_fwd_packed", "_bwd_packed", "_saved", "_calls"):
             state[key] = None
         return state
 

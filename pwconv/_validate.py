@@ -34,12 +34,16 @@ def check_same_dtype(dtype, **arrays):
 
 
 def _int(name, v):
+    if type(v) is int:
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must contain ints, got {v!r} of type {type(v).__name__}")
     return int(v)
 
 
 def _int_tuple(name, v, lengths):
+    if type(v) is int:
+        return (v,)
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int or a tuple of ints, got {v!r}")
     if isinstance(v, numbers.Integral):
@@ -109,6 +113,8 @@ def check_activation(activation):
 def check_threads(num_threads):
     if num_threads is None:
         return None
+    if type(num_threads) is int and num_threads >= 1:
+        return num_threads
     n = _int("num_threads", num_threads)
     if n < 1:
         raise ValueError(f"num_threads must be >= 1 or None, got {num_threads!r}")
@@ -182,7 +188,9 @@ _TooHardError = getattr(np, "exceptions", np).TooHardError
 
 
 def overlaps(a, b):
-    if b is None:
+    # may_share_memory only compares address ranges: cheap, and exact
+    # whenever it says no, which is the common case.
+    if b is None or not np.may_share_memory(a, b):
         return False
     try:
         return np.shares_memory(a, b, max_work=100_000)

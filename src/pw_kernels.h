@@ -22,6 +22,10 @@
  * kc may be 0 (A is then never read): that gives act(head + row_bias + R),
  * which is what padded border pixels need.
  * The clamp propagates NaN (min/max keep a NaN operand), like PyTorch.
+ * Callers guarantee 1 <= mr <= MR and nc >= 1.  A kernel reads nothing
+ * past the kc values of each A row, the (kc+1)*NR values of each panel it
+ * uses, or row_bias[mr-1]; loads are unaligned-safe (panels are 64-byte
+ * aligned when the drivers pack them, but the contract does not need it).
  */
 #ifndef PW_KERNELS_H
 #define PW_KERNELS_H

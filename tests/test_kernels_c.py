@@ -1,0 +1,112 @@
+"""Build tests/c/check_gemm.c against each microkernel family and run it.
+
+The C checker sweeps every remainder case of the pw_kernels.h contract
+(rows, columns, depths, epilogue variants, strides, NaN propagation, reads
+and writes outside the operands); this module only builds it with warnings
+as errors and asserts that it passed.  Kernels the host cannot execute are
+skipped with the reason; NEON runs under qemu-aarch64 when the cross
+toolchain is installed.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+CHECK = os.path.join(ROOT, "tests", "c", "check_gemm.c")
+CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"]
+SUMMARY = re.compile(r"check_gemm (\w+): OK, (\d+) cases")
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _compiler():
+    for cc in (os.environ.get("CC"), "gcc", "cc"):
+        if cc and shutil.which(cc):
+            return cc
+    return None
+
+
+def _build(cc, kernel, kernel_src, out, extra=()):
+    cmd = [cc, *CFLAGS, *extra, "-I" + SRC, "-DKERNEL=" + kernel, CHECK,
+           kernel_src, "-o", str(out), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, (
+        "compiling check_gemm for %s failed:\n%s\n%s"
+        % (kernel, " ".join(cmd), proc.stdout + proc.stderr))
+
+
+def _run(cmd, kernel, timeout):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, "check_gemm %s failed (exit %d):\n%s" % (
+        kernel, proc.returncode, output)
+    m = SUMMARY.search(proc.stdout)
+    assert m, "no summary line from check_gemm %s:\n%s" % (kernel, output)
+    assert m.group(1) == kernel
+    assert int(m.group(2)) > 0, output
+
+
+# (kernel, source file, cpu flags the host needs)
+NATIVE = [
+    ("generic", "gemm_generic.c", ()),
+    ("avx2", "gemm_avx2.c", ("avx2", "fma")),
+    ("avx512", "gemm_avx512.c", ("avx512f",)),
+]
+
+
+@pytest.mark.parametrize("kernel,source,flags", NATIVE,
+                         ids=[k for k, _, _ in NATIVE])
+def test_kernel_native(kernel, source, flags, tmp_path):
+    cc = _compiler()
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) on PATH")
+    kernel_src = os.path.join(SRC, source)
+    if not os.path.exists(kernel_src):
+        pytest.skip("src/%s does not exist" % source)
+    missing = [f for f in flags if f not in _cpu_flags()]
+    if missing:
+        pytest.skip("CPU lacks %s" % ", ".join(missing))
+    # No -m flags: the x86 kernel files select their instruction set with
+    # target attributes, and this checks that they build without them.
+    exe = tmp_path / ("check_gemm_" + kernel)
+    _build(cc, kernel, kernel_src, exe)
+    _run([str(exe)], kernel, timeout=600)
+
+
+def test_kernel_neon_qemu(tmp_path):
+    cross = shutil.which("aarch64-linux-gnu-gcc")
+    qemu = shutil.which("qemu-aarch64")
+    if cross is None or qemu is None:
+        pytest.skip("NEON check needs aarch64-linux-gnu-gcc and qemu-aarch64 "
+                    "on PATH (Debian: gcc-aarch64-linux-gnu, qemu-user)")
+    exe = tmp_path / "check_gemm_neon"
+    # Static, so qemu needs no aarch64 sysroot to load it.
+    _build(cross, "neon", os.path.join(SRC, "gemm_neon.c"), exe,
+           extra=("-static",))
+    _run([qemu, str(exe)], "neon", timeout=900)
+
+
+def test_neon_file_compiles_natively(tmp_path):
+    """gemm_neon.c builds warning-free on the host (to nothing off AArch64)."""
+    cc = _compiler()
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) on PATH")
+    obj = tmp_path / "gemm_neon.o"
+    cmd = [cc, *CFLAGS, "-pedantic", "-I" + SRC, "-c",
+           os.path.join(SRC, "gemm_neon.c"), "-o", str(obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
