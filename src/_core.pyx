@@ -405,22 +405,36 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     cdef Py_ssize_t n = it // J.nstrips, s = it % J.nstrips
     cdef Py_ssize_t p0 = s * J.strip, width = imin(J.strip, g.ho * g.wo - p0)
     cdef Py_ssize_t rtot = J.rows_g * g.groups
-    cdef Py_ssize_t r0 = rs * rtot // J.rsplit, r1 = (rs + 1) * rtot // J.rsplit
-    cdef Py_ssize_t npan = cdiv(width, J.nr), grp, row, rend, mr_, j, i, off
+    # Row pieces start on whole tiles, so only the last piece has a short one.
+    cdef Py_ssize_t r0 = (rs * rtot // J.rsplit) // J.mr * J.mr
+    cdef Py_ssize_t r1 = rtot if rs + 1 == J.rsplit else ((rs + 1) * rtot // J.rsplit) // J.mr * J.mr
+    cdef Py_ssize_t grp, row, rend, mr_, j, i, off, full, tail
     cdef Py_ssize_t *joff = NULL
     cdef bint scatter = J.grad_input and not g.simple
-    cdef size_t panels_bytes = npan * J.ps * sizeof(real)
-    cdef char *buf = <char *>pw_scratch(panels_bytes + width * sizeof(Py_ssize_t)
-                                        + J.mr * width * sizeof(real) + 128)
-    cdef real *bp = <real *>buf
+    # B is contiguous along the strip's pixels unless it gathers through
+    # stride/padding or needs the activation mask: then whole panels are read
+    # in place (no copy) and only the ragged tail is packed.
+    cdef bint direct = not J.masked and (J.grad_input or g.simple) and rtot <= 96
+    cdef size_t panels_bytes
+    cdef char *buf
+    cdef real *bp
     cdef real *tile = NULL
     cdef real *c
+    cdef real *cbase
+    cdef Py_ssize_t c_rs
     cdef const real *src
     cdef const real *msk
     cdef pw_gemm_params prm = J.prm
+    cdef pw_gemm_params dprm = J.prm
+    full = (width // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if direct else 0
+    tail = width - full
+    panels_bytes = cdiv(tail, J.nr) * J.ps * sizeof(real)
+    buf = <char *>pw_scratch(panels_bytes + width * sizeof(Py_ssize_t)
+                             + J.mr * width * sizeof(real) + 128)
     if buf == NULL:
         failed[0] = 1
         return
+    bp = <real *>buf
     if not g.simple:
         joff = <Py_ssize_t *>(buf + panels_bytes)
         for j in range(width):
@@ -430,30 +444,46 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     prm.kc = J.kc
     prm.a_rs = J.kc
     prm.panel_stride = J.ps
+    dprm.kc = J.kc
+    dprm.a_rs = J.kc
+    dprm.panel_stride = J.nr
+    dprm.b_ks = J.b_plane
     row = r0
     while row < r1:
         grp = row // J.rows_g
         rend = imin(r1, (grp + 1) * J.rows_g)
-        # Pack this group's strip of B once for all its rows in the piece.
-        if J.grad_input:
+        # Pack this group's ragged tail of B once for all its rows here.
+        if J.grad_input or g.simple:
             src = B + (n * J.b_planes + grp * J.kc) * J.b_plane + p0
             msk = M + (src - B) if J.masked else NULL
-            pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 1, NULL, NULL,
-                 <real *>NULL, msk, J.mlo, J.mhi)
-        elif g.simple:
-            src = B + (n * J.b_planes + grp * J.kc) * J.b_plane + p0
-            pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 1, NULL, NULL,
-                 <real *>NULL, <real *>NULL, 0, 0)
+            if tail:
+                pack(bp, J.nr, J.ps, J.kc, tail, src + full, J.b_plane, 1, NULL,
+                     NULL, <real *>NULL, msk + full if msk != NULL else NULL,
+                     J.mlo, J.mhi)
         else:
             src = B + (n * J.b_planes + grp * J.kc) * J.b_plane
             pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 0, NULL, joff,
                  <real *>NULL, <real *>NULL, 0, 0)
         while row < rend:
             mr_ = imin(J.mr, rend - row)
-            c = C + (n * J.c_planes + row) * J.c_plane + p0
             if scatter:
-                prm.c_rs = width
-                gemm(mr_, width, A + row * J.kc, bp, tile, NULL, NULL, &prm)
+                cbase = tile
+                c_rs = width
+            else:
+                cbase = C + (n * J.c_planes + row) * J.c_plane + p0
+                c_rs = J.c_plane
+            prm.c_rs = dprm.c_rs = c_rs
+            prm.r_rs = dprm.r_rs = c_rs
+            if full:
+                gemm(mr_, full, A + row * J.kc, src, cbase,
+                     rowbias + row if rowbias != NULL else NULL,
+                     R + (cbase - C) if R != NULL and not scatter else NULL, &dprm)
+            if tail:
+                c = cbase + full
+                gemm(mr_, tail, A + row * J.kc, bp, c,
+                     rowbias + row if rowbias != NULL else NULL,
+                     R + (c - C) if R != NULL and not scatter else NULL, &prm)
+            if scatter:
                 # Each input pixel is read by at most one output pixel of a
                 # 1x1 conv, so the scatter assigns; the rest stays zero.
                 c = C + (n * J.c_planes + row) * J.c_plane
@@ -462,12 +492,6 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                         off = joff[j]
                         if off >= 0:
                             c[i * J.c_plane + off] = tile[i * width + j]
-            else:
-                prm.c_rs = J.c_plane
-                prm.r_rs = J.c_plane
-                gemm(mr_, width, A + row * J.kc, bp, c,
-                     rowbias + row if rowbias != NULL else NULL,
-                     R + (c - C) if R != NULL else NULL, &prm)
             row += mr_
 
 
@@ -481,15 +505,15 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.mr = tile_mr(C)
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
-    # Strips of two panels: the kernel walks both for each row tile, so A
-    # (weights) is reloaded half as often; more would push B out of L2.
-    J.strip = 2 * J.nr
-    while J.strip > <Py_ssize_t>J.nr and <size_t>J.strip * J.kc * sizeof(real) > L2_BLOCK_BYTES:
-        J.strip -= J.nr
+    # As many panels per strip as fit the L2 budget: the kernel walks all of
+    # them for each row tile of weights, so the weights are read once per
+    # strip and the strip itself stays in L2.
+    J.strip = J.nr * imax(1, (L2_BLOCK_BYTES // 2) // (J.ps * sizeof(real)))
+    J.strip = imin(J.strip, J.nr * cdiv(plane, J.nr))
     J.nstrips = cdiv(plane, J.strip)
     # Cut the rows when strips alone cannot feed every thread (small maps).
     J.rsplit = 1
-    if g.n * J.nstrips < 4 * nthreads:
+    if nthreads > 1 and g.n * J.nstrips < 4 * nthreads:
         J.rsplit = imax(1, imin(cdiv(4 * nthreads, g.n * J.nstrips),
                                 rtot // (4 * <Py_ssize_t>J.mr)))
     items = g.n * J.nstrips * J.rsplit

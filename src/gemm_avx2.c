@@ -71,13 +71,16 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
                       const float *row_bias, const pw_gemm_params *p)
 {
     __m256 acc0[6], acc1[6];
-    const __m256 h0 = _mm256_loadu_ps(panel);
-    const __m256 h1 = half ? _mm256_setzero_ps() : _mm256_loadu_ps(panel + 8);
+    /* Direct B (read in place, rows b_ks apart) has no head row. */
+    const int direct = p->b_ks != 0;
+    const ptrdiff_t bstep = direct ? p->b_ks : 16;
+    const __m256 h0 = direct ? _mm256_setzero_ps() : _mm256_loadu_ps(panel);
+    const __m256 h1 = half || direct ? _mm256_setzero_ps() : _mm256_loadu_ps(panel + 8);
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
-    const float *b = panel + 16;
+    const float *b = direct ? panel : panel + 16;
     const size_t kc = p->kc;
-    for (size_t k = 0; k < kc; k++, b += 16) {
+    for (size_t k = 0; k < kc; k++, b += bstep) {
         const __m256 b0 = _mm256_loadu_ps(b);
         if (half) {
 #pragma GCC unroll 6
@@ -179,13 +182,15 @@ INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
                       const double *row_bias, const pw_gemm_params *p)
 {
     __m256d acc0[6], acc1[6];
-    const __m256d h0 = _mm256_loadu_pd(panel);
-    const __m256d h1 = half ? _mm256_setzero_pd() : _mm256_loadu_pd(panel + 4);
+    const int direct = p->b_ks != 0;
+    const ptrdiff_t bstep = direct ? p->b_ks : 8;
+    const __m256d h0 = direct ? _mm256_setzero_pd() : _mm256_loadu_pd(panel);
+    const __m256d h1 = half || direct ? _mm256_setzero_pd() : _mm256_loadu_pd(panel + 4);
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
-    const double *b = panel + 8;
+    const double *b = direct ? panel : panel + 8;
     const size_t kc = p->kc;
-    for (size_t k = 0; k < kc; k++, b += 8) {
+    for (size_t k = 0; k < kc; k++, b += bstep) {
         const __m256d b0 = _mm256_loadu_pd(b);
         if (half) {
 #pragma GCC unroll 6

@@ -18,12 +18,15 @@ void NAME(size_t mr, size_t nc, const T *a, const T *packed, T *c,             \
         rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;                         \
     for (size_t j0 = 0; j0 < nc; j0 += NR) {                                   \
         const T *panel = packed + (j0 / NR) * p->panel_stride;                 \
+        /* Direct B has no head row: start from zero, rows b_ks apart. */    \
+        const int direct = p->b_ks != 0;                                       \
+        const ptrdiff_t bstep = direct ? p->b_ks : NR;                         \
         T acc[MR][NR];                                                         \
         for (size_t i = 0; i < MR; i++)                                        \
             for (size_t j = 0; j < NR; j++)                                    \
-                acc[i][j] = panel[j];                                          \
-        const T *b = panel + NR;                                               \
-        for (size_t k = 0; k < kc; k++, b += NR)                               \
+                acc[i][j] = direct ? (T)0 : panel[j];                          \
+        const T *b = direct ? panel : panel + NR;                              \
+        for (size_t k = 0; k < kc; k++, b += bstep)                            \
             for (size_t i = 0; i < MR; i++) {                                  \
                 const T av = rows[i][k];                                       \
                 for (size_t j = 0; j < NR; j++)                                \

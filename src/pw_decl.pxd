@@ -7,6 +7,7 @@ cdef extern from "pw_kernels.h" nogil:
         Py_ssize_t a_rs
         Py_ssize_t c_rs
         Py_ssize_t r_rs
+        Py_ssize_t b_ks
         int clamp
         double lo
         double hi

@@ -15,6 +15,12 @@
  * past the last real column.  The kernel walks every panel needed for nc
  * columns, so one call keeps its mr rows of A hot in L1 across all panels.
  *
+ * Direct B (b_ks != 0): B is read in place instead of packed: row k of
+ * panel p is at packed + p*panel_stride + k*b_ks (no head row; the
+ * accumulators start at zero).  The NCHW drivers use it to read input plane
+ * rows without copying them; they only pass full panels this way (nc a
+ * multiple of NR), so no load runs past the real columns.
+ *
  * Accumulation order is fixed (head, then k ascending with FMA, then
  * row_bias, then R, then clamp) so results are bitwise repeatable.
  * row_bias and R may be NULL.  R may alias C exactly (same pointer and
@@ -38,6 +44,7 @@ typedef struct {
     ptrdiff_t a_rs;       /* elements between rows of A */
     ptrdiff_t c_rs;       /* elements between rows of C */
     ptrdiff_t r_rs;       /* elements between rows of R (ignored when R is NULL) */
+    ptrdiff_t b_ks;       /* 0: packed panels with a head row; else direct B, k stride */
     int clamp;            /* nonzero: y = min(max(y, lo), hi) with NaN kept */
     double lo, hi;
 } pw_gemm_params;

@@ -1,0 +1,308 @@
+"""pointwise_conv2d_backward against the reference and finite differences."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import pwconv
+import reference as ref
+from reference import (ACTIVATIONS, DTYPES, EDGE_SHAPES, LAYOUTS, VIEW_KINDS,
+                       assert_close, assert_unchanged, make_case, restride,
+                       shape_id, snapshot)
+
+STRIDES = (1, 2, (1, 2))
+PADDINGS = (0, 1, (1, 0), (0, 1, 2, 1))
+
+
+def forward_and_grad(rng, case, **kw):
+    """pwconv's forward output for `case` and a random grad_output for it."""
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                residual=case["residual"], **kw)
+    return y, rng.standard_normal(y.shape).astype(y.dtype)
+
+
+def run_backward(g, case, y, *, activation=None, **kw):
+    """pwconv's gradients and the reference's, after checking no input changed.
+
+    Both get pwconv's own forward output, so the activation masks agree even
+    where a pre-activation rounds onto a threshold.
+    """
+    output = y if activation is not None else None
+    arrays = [g, case["x"], case["weight"], output]
+    before = snapshot(*arrays)
+    got = pwconv.pointwise_conv2d_backward(
+        g, case["x"], case["weight"], activation=activation, output=output,
+        **kw)
+    assert_unchanged(arrays, before)
+    expected = ref.backward(g, case["x"], case["weight"], activation=activation,
+                            output=output, **kw)
+    return got, expected
+
+
+def check_grads(got, expected, case, y, groups):
+    """Compare the three gradients; k is each one's reduction length."""
+    assert isinstance(got, tuple) and len(got) == 3
+    dx, dw, db = got
+    c_out = np.shape(case["weight"])[0]
+    pixels = y.size // c_out if c_out else 0
+    dtype = case["x"].dtype
+    for a in got:
+        assert a.dtype == dtype
+    assert dx.shape == case["x"].shape
+    assert dw.shape == np.shape(case["weight"])
+    assert db.shape == (c_out,)
+    assert_close(dx, expected[0], k=c_out // groups, err_msg="grad_input")
+    assert_close(dw, expected[1], k=pixels, err_msg="grad_weight")
+    assert_close(db, expected[2], k=pixels, err_msg="grad_bias")
+
+
+# 2 x 2 x 3 x 4 x 2 x 4 = 384 cases. Bias and residual only reach the backward
+# pass through `output`, so they are always given, to spread the outputs
+# across every side of the activation thresholds.
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("groups", [1, 2], ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("padding", PADDINGS, ids=lambda p: f"p{p}")
+@pytest.mark.parametrize("stride", STRIDES, ids=lambda s: f"s{s}")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_grid(rng, dtype, layout, stride, padding, groups, activation):
+    kw = dict(stride=stride, padding=padding, groups=groups, layout=layout)
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=6, c_out=10,
+                     h=5, w=7, groups=groups, stride=stride, padding=padding,
+                     residual=True)
+    y, g = forward_and_grad(rng, case, activation=activation, **kw)
+    got, expected = run_backward(g, case, y, activation=activation, **kw)
+    check_grads(got, expected, case, y, groups)
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(stride=2, padding=1, activation="relu"),
+    dict(stride=(1, 2), padding=(1, 0, 0, 1), activation=(-1.0, 1.0)),
+], ids=["plain", "s2-p1-relu", "s12-pasym-clamp"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=shape_id)
+def test_edge_shapes(rng, shape, dtype, layout, config):
+    n, c_in, c_out, h, w, groups = shape
+    kw = dict(stride=config.get("stride", 1), padding=config.get("padding", 0),
+              groups=groups, layout=layout)
+    activation = config.get("activation")
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in,
+                     c_out=c_out, h=h, w=w, groups=groups, stride=kw["stride"],
+                     padding=kw["padding"])
+    y, g = forward_and_grad(rng, case, activation=activation, **kw)
+    got, expected = run_backward(g, case, y, activation=activation, **kw)
+    check_grads(got, expected, case, y, groups)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_weight_4d_grad_shape(rng, layout):
+    case = make_case(rng, dtype=np.float64, layout=layout, c_in=6, c_out=4,
+                     groups=2, weight_4d=True)
+    kw = dict(groups=2, layout=layout, padding=(1, 0))
+    y, g = forward_and_grad(rng, case, **kw)
+    got, expected = run_backward(g, case, y, **kw)
+    assert got[1].shape == (4, 3, 1, 1)
+    check_grads(got, expected, case, y, groups=2)
+    flat = pwconv.pointwise_conv2d_backward(g, case["x"],
+                                            case["weight"][:, :, 0, 0], **kw)
+    assert flat[1].shape == (4, 3)
+    np.testing.assert_array_equal(flat[1], got[1][:, :, 0, 0])
+
+
+# --------------------------------------------------------------------------
+# Finite differences.
+
+FD_KW = dict(stride=(1, 2), padding=(1, 0, 0, 1), groups=2)
+FD_EPS = 1e-6
+
+
+def kink_free_case(layout, activation, margin=0.05):
+    """A tiny float64 case whose pre-activations all stay `margin` away from
+    the activation's thresholds, so that central differences of size FD_EPS
+    see a linear function.
+
+    The residual is free to choose, so it pushes every pre-activation that
+    lies near a threshold away from it.
+    """
+    lo, hi = ref.activation_bounds(activation)
+    thresholds = [t for t in (lo, hi) if np.isfinite(t)]
+    rng = np.random.default_rng(7)
+    case = make_case(rng, dtype=np.float64, layout=layout, n=2, c_in=4,
+                     c_out=6, h=3, w=4, residual=True, **FD_KW)
+
+    def pre_activation():
+        return ref.forward(case["x"], case["weight"], case["bias"],
+                           residual=case["residual"], layout=layout, **FD_KW)
+
+    for t in thresholds:
+        d = pre_activation() - t
+        away = np.where(d >= 0, 2 * margin, -2 * margin)
+        case["residual"] += np.where(np.abs(d) < margin, away, 0.0)
+    pre = pre_activation()
+    for t in thresholds:
+        assert np.abs(pre - t).min() > margin
+    return rng, case
+
+
+def numeric_grad(loss, a):
+    grad = np.zeros(a.shape)
+    for idx in np.ndindex(*a.shape):
+        old = a[idx]
+        a[idx] = old + FD_EPS
+        up = loss()
+        a[idx] = old - FD_EPS
+        down = loss()
+        a[idx] = old
+        grad[idx] = (up - down) / (2 * FD_EPS)
+    return grad
+
+
+def finite_difference_grads(forward, case, g):
+    """d sum(g * forward(case)) / d (x, weight, bias), by central differences."""
+    def loss():
+        return float(np.sum(g * forward(case)))
+    return tuple(numeric_grad(loss, case[name])
+                 for name in ("x", "weight", "bias"))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_finite_differences(layout, activation):
+    rng, case = kink_free_case(layout, activation)
+    kw = dict(layout=layout, **FD_KW)
+
+    def forward(c):
+        return pwconv.pointwise_conv2d(c["x"], c["weight"], c["bias"],
+                                       residual=c["residual"],
+                                       activation=activation, **kw)
+
+    y = forward(case)
+    g = rng.standard_normal(y.shape)
+    numeric = finite_difference_grads(forward, case, g)
+    got = pwconv.pointwise_conv2d_backward(
+        g, case["x"], case["weight"], activation=activation,
+        output=y if activation is not None else None, **kw)
+    for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got,
+                          numeric):
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reference_matches_finite_differences(layout, activation):
+    # The oracle checks itself, so that a wrong reference cannot hide a bug.
+    rng, case = kink_free_case(layout, activation)
+    kw = dict(layout=layout, **FD_KW)
+
+    def forward(c):
+        return ref.forward(c["x"], c["weight"], c["bias"],
+                           residual=c["residual"], activation=activation, **kw)
+
+    y = forward(case)
+    g = rng.standard_normal(y.shape)
+    numeric = finite_difference_grads(forward, case, g)
+    expected = ref.backward(g, case["x"], case["weight"], activation=activation,
+                            output=y, **kw)
+    for a, e in zip(expected, numeric):
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# output_mask, strides, zero sizes.
+
+
+@pytest.mark.parametrize("mask", list(itertools.product([True, False],
+                                                        repeat=3)),
+                         ids=lambda m: "".join("1" if b else "0" for b in m))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_output_mask(rng, layout, mask):
+    kw = dict(stride=2, padding=1, groups=1, layout=layout)
+    case = make_case(rng, dtype=np.float32, layout=layout, n=2, c_in=17,
+                     c_out=9, h=6, w=5, **{k: kw[k] for k in ("stride",
+                                                              "padding")})
+    y, g = forward_and_grad(rng, case, activation="relu", **kw)
+    full = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
+                                            activation="relu", output=y, **kw)
+    before = snapshot(g, case["x"], case["weight"], y)
+    got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
+                                           activation="relu", output=y,
+                                           output_mask=mask, **kw)
+    assert_unchanged([g, case["x"], case["weight"], y], before)
+    assert isinstance(got, tuple) and len(got) == 3
+    for wanted, a, f in zip(mask, got, full):
+        if wanted:
+            assert a is not None
+            assert_close(a, f, k=1)
+        else:
+            assert a is None
+
+
+@pytest.mark.parametrize("which", ["grad_output", "x", "weight", "output",
+                                   "all"])
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_strided_inputs(rng, dtype, layout, kind, which):
+    kw = dict(stride=(2, 1), padding=(0, 1), groups=1, layout=layout)
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=19, c_out=21,
+                     h=7, w=6, stride=kw["stride"], padding=kw["padding"])
+    y, g = forward_and_grad(rng, case, activation="relu6", **kw)
+    contig = pwconv.pointwise_conv2d_backward(
+        g, case["x"], case["weight"], activation="relu6", output=y, **kw)
+    arrays = {"grad_output": g, "x": case["x"], "weight": case["weight"],
+              "output": y}
+    for name in (arrays if which == "all" else [which]):
+        arrays[name] = restride(arrays[name], kind, layout)
+    before = snapshot(*arrays.values())
+    got = pwconv.pointwise_conv2d_backward(
+        arrays["grad_output"], arrays["x"], arrays["weight"],
+        activation="relu6", output=arrays["output"], **kw)
+    assert_unchanged(list(arrays.values()), before)
+    expected = ref.backward(g, case["x"], case["weight"], activation="relu6",
+                            output=y, **kw)
+    pixels = y.size // 21
+    for a, c, e, k in zip(got, contig, expected, (21, pixels, pixels)):
+        assert_close(a, c, k=k)
+        assert_close(a, e, k=k)
+
+
+@pytest.mark.parametrize("padding", [0, 1], ids=["p0", "p1"])
+@pytest.mark.parametrize("empty", ["n", "h", "w"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_zero_size(rng, dtype, layout, empty, padding):
+    dims = dict(n=2, h=3, w=4)
+    dims[empty] = 0
+    kw = dict(padding=padding, layout=layout)
+    case = make_case(rng, dtype=dtype, layout=layout, c_in=5, c_out=6, **dims,
+                     padding=padding)
+    ho, wo = ref.output_hw(dims["h"], dims["w"], padding=padding)
+    y = np.ones(ref.x_shape(dims["n"], 6, ho, wo, layout), dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got, expected = run_backward(g, case, y, activation="relu", **kw)
+    dx, dw, db = got
+    assert dx.shape == case["x"].shape
+    assert dw.shape == (6, 5)
+    assert db.shape == (6,)
+    for a, e in zip(got, expected):
+        assert a.dtype == dtype
+        assert_close(a, e, k=max(g.size, 1))
+    if empty == "n" or padding == 0:
+        # No output pixel at all: the weight and bias gradients are zeros.
+        assert not dw.any() and not db.any()
+
+
+@settings(max_examples=50)
+@given(ref.conv_problems())
+def test_hypothesis_backward(problem):
+    params, activation, seed = problem
+    rng = np.random.default_rng(seed)
+    case = make_case(rng, **params)
+    kw = {k: params[k] for k in ("stride", "padding", "groups", "layout")}
+    y, g = forward_and_grad(rng, case, activation=activation, **kw)
+    got, expected = run_backward(g, case, y, activation=activation, **kw)
+    check_grads(got, expected, case, y, params["groups"])

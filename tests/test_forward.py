@@ -1,0 +1,261 @@
+"""pointwise_conv2d against the float64 reference."""
+
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pwconv
+import reference as ref
+from reference import (ACTIVATIONS, DTYPES, EDGE_SHAPES, LAYOUTS, VIEW_KINDS,
+                       assert_close, assert_unchanged, make_case, restride,
+                       shape_id, snapshot)
+
+STRIDES = (1, 2, (1, 2))
+PADDINGS = (0, 1, (1, 0), (0, 1, 2, 1))
+
+
+def run_forward(case, **kw):
+    """pwconv's result and the reference's, after checking no input changed."""
+    arrays = [case["x"], case["weight"], case["bias"], case["residual"]]
+    before = snapshot(*arrays)
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                residual=case["residual"], **kw)
+    assert_unchanged(arrays, before)
+    expected = ref.forward(case["x"], case["weight"], case["bias"],
+                           residual=case["residual"], **kw)
+    return y, expected
+
+
+# 2 x 2 x 3 x 4 x 2 x 2 x 4 x 2 = 1536 cases: small enough to run in full.
+@pytest.mark.parametrize("residual", [False, True], ids=["nores", "res"])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("groups", [1, 2], ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("padding", PADDINGS, ids=lambda p: f"p{p}")
+@pytest.mark.parametrize("stride", STRIDES, ids=lambda s: f"s{s}")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_grid(rng, dtype, layout, stride, padding, groups, bias, activation,
+              residual):
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=6, c_out=10,
+                     h=5, w=7, groups=groups, stride=stride, padding=padding,
+                     bias=bias, residual=residual)
+    y, expected = run_forward(case, stride=stride, padding=padding,
+                              groups=groups, layout=layout,
+                              activation=activation)
+    assert y.dtype == dtype
+    assert_close(y, expected, k=6 // groups)
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(stride=2, padding=1, activation="relu6", residual=True),
+    dict(stride=(2, 1), padding=(0, 1, 1, 0), activation=(-1.0, 2.0)),
+], ids=["plain", "s2-p1-relu6-res", "s21-pasym-clamp"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=shape_id)
+def test_edge_shapes(rng, shape, dtype, layout, config):
+    n, c_in, c_out, h, w, groups = shape
+    config = dict(config)
+    residual = config.pop("residual", False)
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in,
+                     c_out=c_out, h=h, w=w, groups=groups,
+                     stride=config.get("stride", 1),
+                     padding=config.get("padding", 0), residual=residual)
+    y, expected = run_forward(case, groups=groups, layout=layout, **config)
+    assert_close(y, expected, k=c_in // groups)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_weight_4d(rng, dtype, layout):
+    case = make_case(rng, dtype=dtype, layout=layout, c_in=6, c_out=4,
+                     groups=2, weight_4d=True)
+    assert case["weight"].shape == (4, 3, 1, 1)
+    y4, expected = run_forward(case, groups=2, layout=layout, padding=1)
+    y2 = pwconv.pointwise_conv2d(case["x"], case["weight"][:, :, 0, 0],
+                                 case["bias"], groups=2, layout=layout,
+                                 padding=1)
+    assert_close(y4, expected, k=3)
+    np.testing.assert_array_equal(y4, y2)
+
+
+def test_default_arguments(rng):
+    # Only x and weight given: NCHW, stride 1, no padding, no bias.
+    x = rng.standard_normal((2, 5, 3, 4)).astype(np.float32)
+    w = rng.standard_normal((7, 5)).astype(np.float32)
+    y = pwconv.pointwise_conv2d(x, w)
+    assert y.shape == (2, 7, 3, 4)
+    assert_close(y, ref.forward(x, w), k=5)
+
+
+def test_activation_clamp_accepts_list_and_equal_bounds(rng):
+    case = make_case(rng, c_in=5, c_out=4)
+    y, expected = run_forward(case, activation=(0.25, 0.25))
+    assert_close(y, expected, k=5)
+    assert np.all(y == np.float32(0.25))
+
+
+# --------------------------------------------------------------------------
+# Inputs with any strides.
+
+
+@pytest.mark.parametrize("which", ["x", "weight", "bias", "residual", "all"])
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_strided_inputs(rng, dtype, layout, kind, which):
+    kw = dict(stride=(1, 2), padding=(1, 0, 0, 1), groups=1, layout=layout,
+              activation="relu")
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=19, c_out=21,
+                     h=6, w=9, stride=kw["stride"], padding=kw["padding"],
+                     residual=True)
+    y_contig, expected = run_forward(case, **kw)
+    viewed = dict(case)
+    for name in (case if which == "all" else [which]):
+        viewed[name] = restride(case[name], kind, layout)
+        if kind in ("slice", "reversed", "transposed", "channel_reversed") \
+                and viewed[name].ndim > 1:
+            assert not viewed[name].flags.c_contiguous
+    y, _ = run_forward(viewed, **kw)
+    assert_close(y, y_contig, k=19)
+    assert_close(y, expected, k=19)
+
+
+def test_broadcast_zero_stride_input(rng):
+    # np.broadcast_to gives read-only arrays with zero strides.
+    row = rng.standard_normal((1, 6, 1, 5)).astype(np.float32)
+    x = np.broadcast_to(row, (3, 6, 4, 5))
+    w = np.broadcast_to(rng.standard_normal((1, 6)).astype(np.float32), (4, 6))
+    b = np.broadcast_to(np.float32(0.5), (4,))
+    y = pwconv.pointwise_conv2d(x, w, b, padding=1)
+    assert_close(y, ref.forward(x, w, b, padding=1), k=6)
+
+
+def test_unaligned_inputs_subprocess(tmp_path):
+    # Arrays whose data pointer is not even element-aligned; run in a child so
+    # that a kernel doing aligned loads fails this test instead of killing the
+    # whole session.
+    script = textwrap.dedent("""
+        import numpy as np, pwconv, reference as ref
+        def unaligned(a):
+            raw = np.zeros(a.nbytes + 1, np.uint8)
+            u = np.frombuffer(raw.data, a.dtype, a.size, offset=1)
+            u = u.reshape(a.shape)
+            u[...] = a
+            assert not u.flags.aligned
+            return u
+        rng = np.random.default_rng(0)
+        for dtype in (np.float32, np.float64):
+            for layout in ("NCHW", "NHWC"):
+                x = rng.standard_normal((2, 17, 5, 6)).astype(dtype)
+                if layout == "NHWC":
+                    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+                w = rng.standard_normal((19, 17)).astype(dtype)
+                b = rng.standard_normal(19).astype(dtype)
+                kw = dict(layout=layout, padding=1)
+                y = pwconv.pointwise_conv2d(unaligned(x), unaligned(w),
+                                            unaligned(b), **kw)
+                tol = 1e-3 if dtype == np.float32 else 1e-9
+                np.testing.assert_allclose(
+                    y, ref.forward(x, w, b, **kw), rtol=tol, atol=tol)
+                g = rng.standard_normal(y.shape).astype(dtype)
+                got = pwconv.pointwise_conv2d_backward(
+                    unaligned(g), unaligned(x), unaligned(w), **kw)
+                for a, e in zip(got, ref.backward(g, x, w, **kw)):
+                    np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
+        print("OK")
+    """)
+    proc = ref.run_python(script, tmp_path)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
+
+
+# --------------------------------------------------------------------------
+# Zero-size inputs and out=.
+
+
+@pytest.mark.parametrize("padding", [0, 1], ids=["p0", "p1"])
+@pytest.mark.parametrize("empty", ["n", "h", "w"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_zero_size(rng, dtype, layout, empty, padding):
+    dims = dict(n=2, h=3, w=4)
+    dims[empty] = 0
+    case = make_case(rng, dtype=dtype, layout=layout, c_in=5, c_out=6,
+                     padding=padding, residual=True, **dims)
+    y, expected = run_forward(case, layout=layout, padding=padding,
+                              activation="relu")
+    ho, wo = ref.output_hw(dims["h"], dims["w"], padding=padding)
+    assert y.shape == ref.x_shape(dims["n"], 6, ho, wo, layout)
+    assert y.dtype == dtype
+    # With padding, an empty H or W still has padded rows and columns, which
+    # hold act(bias + residual).
+    assert_close(y, expected, k=5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_out(rng, dtype, layout):
+    case = make_case(rng, dtype=dtype, layout=layout, c_in=9, c_out=11,
+                     stride=2, padding=(0, 1), residual=True)
+    kw = dict(stride=2, padding=(0, 1), layout=layout, activation="relu6")
+    expected = ref.forward(case["x"], case["weight"], case["bias"],
+                           residual=case["residual"], **kw)
+    out = np.full(expected.shape, np.nan, dtype)
+    before = snapshot(case["x"], case["weight"], case["bias"],
+                      case["residual"])
+    got = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                  residual=case["residual"], out=out, **kw)
+    assert got is out
+    assert_unchanged([case["x"], case["weight"], case["bias"],
+                      case["residual"]], before)
+    assert_close(out, expected, k=9)
+    # A second call overwrites out completely, whatever it held.
+    out[...] = 1e30
+    pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                            residual=case["residual"], out=out, **kw)
+    assert_close(out, expected, k=9)
+
+
+def test_out_zero_size(rng):
+    x = np.zeros((0, 3, 4, 4), np.float32)
+    w = rng.standard_normal((5, 3)).astype(np.float32)
+    out = np.empty((0, 5, 4, 4), np.float32)
+    assert pwconv.pointwise_conv2d(x, w, out=out) is out
+
+
+# --------------------------------------------------------------------------
+# Random shapes and parameters.
+
+@settings(max_examples=80)
+@given(ref.conv_problems())
+def test_hypothesis_forward(problem):
+    params, activation, seed = problem
+    case = make_case(np.random.default_rng(seed), **params)
+    y, expected = run_forward(case, stride=params["stride"],
+                              padding=params["padding"],
+                              groups=params["groups"], layout=params["layout"],
+                              activation=activation)
+    assert_close(y, expected, k=params["c_in"] // params["groups"])
+
+
+@settings(max_examples=40)
+@given(ref.conv_problems(), st.sampled_from(VIEW_KINDS),
+       st.sampled_from(VIEW_KINDS))
+def test_hypothesis_strided_views(problem, x_kind, other_kind):
+    params, activation, seed = problem
+    case = make_case(np.random.default_rng(seed), **params)
+    kw = dict(stride=params["stride"], padding=params["padding"],
+              groups=params["groups"], layout=params["layout"],
+              activation=activation)
+    y_contig, expected = run_forward(case, **kw)
+    viewed = {name: restride(a, x_kind if name == "x" else other_kind,
+                             params["layout"]) for name, a in case.items()}
+    y, _ = run_forward(viewed, **kw)
+    k = params["c_in"] // params["groups"]
+    assert_close(y, y_contig, k=k)
+    assert_close(y, expected, k=k)

@@ -1,0 +1,243 @@
+"""PointwiseConv2d: the layer object against the functional API."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import pwconv
+import reference as ref
+from reference import DTYPES, LAYOUTS, assert_close, assert_unchanged, snapshot
+
+CONFIGS = [
+    dict(),
+    dict(stride=2, padding=1, activation="relu"),
+    dict(stride=(1, 2), padding=(0, 1, 2, 1), groups=2, activation="relu6"),
+    dict(padding=(1, 0), groups=3, activation=(-0.5, 0.5), bias=False),
+]
+CONFIG_IDS = ["plain", "s2-p1-relu", "s12-pasym-g2-relu6", "p10-g3-clamp-nobias"]
+
+
+def make_layer(rng, dtype, layout, config, c_in=12, c_out=18):
+    """A layer with random weights, and the functional keyword arguments that
+    describe the same convolution."""
+    config = dict(config)
+    has_bias = config.pop("bias", True)
+    layer = pwconv.PointwiseConv2d(c_in, c_out, bias=has_bias, layout=layout,
+                                   dtype=dtype, **config)
+    groups = config.get("groups", 1)
+    assert layer.weight.shape == (c_out, c_in // groups)
+    assert layer.weight.dtype == dtype
+    if has_bias:
+        assert layer.bias.shape == (c_out,) and layer.bias.dtype == dtype
+    else:
+        assert layer.bias is None
+    layer.weight = rng.standard_normal((c_out, c_in // groups)).astype(dtype)
+    if has_bias:
+        layer.bias = rng.standard_normal(c_out).astype(dtype)
+    kw = dict(stride=config.get("stride", 1), padding=config.get("padding", 0),
+              groups=groups, layout=layout,
+              activation=config.get("activation"))
+    return layer, kw
+
+
+def make_x(rng, dtype, layout, c_in=12, n=2, h=7, w=6):
+    return rng.standard_normal(ref.x_shape(n, c_in, h, w, layout)).astype(dtype)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_forward_matches_functional(rng, dtype, layout, config):
+    layer, kw = make_layer(rng, dtype, layout, config)
+    x = make_x(rng, dtype, layout)
+    y_fn = pwconv.pointwise_conv2d(x, layer.weight, layer.bias, **kw)
+    residual = rng.standard_normal(y_fn.shape).astype(dtype)
+    before = snapshot(x, residual)
+    y = layer(x)
+    assert_close(y, y_fn, k=12)
+    assert_close(y, ref.forward(x, layer.weight, layer.bias, **kw), k=12)
+    np.testing.assert_array_equal(layer.forward(x), y)
+    y_res = layer.forward(x, residual=residual)
+    assert_close(y_res, pwconv.pointwise_conv2d(
+        x, layer.weight, layer.bias, residual=residual, **kw), k=12)
+    out = np.empty_like(y_fn)
+    assert layer(x, residual=residual, out=out) is out
+    np.testing.assert_array_equal(out, y_res)
+    assert_unchanged([x, residual], before)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_backward_matches_functional(rng, dtype, layout, config):
+    layer, kw = make_layer(rng, dtype, layout, config)
+    x = make_x(rng, dtype, layout)
+    residual_shape = pwconv.pointwise_conv2d(x, layer.weight, **{
+        k: v for k, v in kw.items() if k != "activation"}).shape
+    residual = rng.standard_normal(residual_shape).astype(dtype)
+    y = layer(x, residual=residual)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    before = snapshot(x, g, y)
+    dx = layer.backward(g)
+    assert_unchanged([x, g, y], before)
+    expected = pwconv.pointwise_conv2d_backward(
+        g, x, layer.weight, output=y if kw["activation"] else None, **kw)
+    pixels = y.size // 18
+    assert_close(dx, expected[0], k=18)
+    assert layer.grad_weight.shape == layer.weight.shape
+    assert_close(layer.grad_weight, expected[1], k=pixels)
+    if layer.bias is not None:
+        assert_close(layer.grad_bias, expected[2], k=pixels)
+    ref_grads = ref.backward(g, x, layer.weight, output=y, **kw)
+    assert_close(dx, ref_grads[0], k=18)
+    assert_close(layer.grad_weight, ref_grads[1], k=pixels)
+
+
+def test_backward_uses_the_last_forward(rng):
+    layer, kw = make_layer(rng, np.float64, "NCHW", CONFIGS[1])
+    x1, x2 = make_x(rng, np.float64, "NCHW"), make_x(rng, np.float64, "NCHW")
+    layer(x1)
+    y2 = layer(x2)
+    g = rng.standard_normal(y2.shape)
+    dx = layer.backward(g)
+    expected = pwconv.pointwise_conv2d_backward(g, x2, layer.weight, output=y2,
+                                                **kw)
+    assert_close(dx, expected[0], k=18)
+    assert_close(layer.grad_weight, expected[1], k=y2.size // 18)
+
+
+def test_backward_before_forward_raises(rng):
+    layer = pwconv.PointwiseConv2d(4, 4)
+    with pytest.raises(Exception):
+        layer.backward(np.ones((1, 4, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_weight_and_bias_assignment_repacks(rng, layout):
+    layer, kw = make_layer(rng, np.float32, layout, CONFIGS[2])
+    x = make_x(rng, np.float32, layout)
+    y_old = layer(x)
+    w_new = rng.standard_normal(layer.weight.shape).astype(np.float32)
+    layer.weight = w_new
+    y_w = layer(x)
+    assert not np.allclose(y_w, y_old)
+    assert_close(y_w, ref.forward(x, w_new, layer.bias, **kw), k=6)
+    np.testing.assert_array_equal(layer.weight, w_new)
+    b_new = rng.standard_normal(18).astype(np.float32)
+    layer.bias = b_new
+    y_b = layer(x)
+    assert_close(y_b, ref.forward(x, w_new, b_new, **kw), k=6)
+    np.testing.assert_array_equal(layer.bias, b_new)
+    # The layer keeps its own copy: writing to the arrays it was given later
+    # must not leak into its packed weights.
+    w_new[...] = 0
+    b_new[...] = 0
+    assert_close(layer(x), y_b, k=6)
+
+
+def test_assignment_of_views(rng):
+    layer = pwconv.PointwiseConv2d(6, 4, dtype=np.float64)
+    w = rng.standard_normal((6, 4)).T  # a transposed, non-contiguous view
+    layer.weight = w
+    b = rng.standard_normal(8)[::2]
+    layer.bias = b
+    x = make_x(rng, np.float64, "NCHW", c_in=6)
+    assert_close(layer(x), ref.forward(x, w, b), k=6)
+
+
+def test_assignment_is_validated(rng):
+    layer = pwconv.PointwiseConv2d(6, 4, groups=2)
+    weight, bias = layer.weight.copy(), layer.bias.copy()
+    with pytest.raises(ValueError, match=r"\bweight\b"):
+        layer.weight = np.ones((4, 6), np.float32)
+    with pytest.raises(ValueError, match=r"\bweight\b"):
+        layer.weight = np.ones((4, 3, 3, 3), np.float32)
+    with pytest.raises(TypeError, match=r"\bweight\b"):
+        layer.weight = np.ones((4, 3), np.float64)
+    with pytest.raises(TypeError, match=r"\bweight\b"):
+        layer.weight = np.ones((4, 3), np.int32)
+    with pytest.raises(TypeError, match=r"\bweight\b"):
+        layer.weight = [[1.0] * 3] * 4
+    with pytest.raises(ValueError, match=r"\bbias\b"):
+        layer.bias = np.ones(5, np.float32)
+    with pytest.raises(TypeError, match=r"\bbias\b"):
+        layer.bias = np.ones(4, np.float64)
+    # A refused assignment leaves the layer as it was.
+    np.testing.assert_array_equal(layer.weight, weight)
+    np.testing.assert_array_equal(layer.bias, bias)
+
+
+@pytest.mark.parametrize("args, kwargs, exc, name", [
+    ((6, 4), dict(groups=4), ValueError, "groups"),
+    ((6, 4), dict(groups=3), ValueError, "groups"),
+    ((6, 4), dict(groups=0), ValueError, "groups"),
+    ((-1, 4), dict(), ValueError, "in_channels"),
+    ((6, -4), dict(), ValueError, "out_channels"),
+    ((6, 4), dict(dtype=np.int32), TypeError, "dtype"),
+    ((6, 4), dict(dtype=np.float16), TypeError, "dtype"),
+    ((6, 4), dict(stride=0), ValueError, "stride"),
+    ((6, 4), dict(padding=-1), ValueError, "padding"),
+    ((6, 4), dict(padding=(1, 1, 1)), ValueError, "padding"),
+    ((6, 4), dict(layout="NWHC"), ValueError, "layout"),
+    ((6, 4), dict(activation="tanh"), ValueError, "activation"),
+    ((6, 4), dict(activation=(2.0, 1.0)), ValueError, "activation"),
+    ((6, 4), dict(num_threads=0), ValueError, "num_threads"),
+], ids=["groups-cin", "groups-cout", "groups-0", "in-neg", "out-neg",
+        "dtype-int", "dtype-f16", "stride-0", "padding-neg", "padding-len3",
+        "layout", "activation", "clamp-order", "num-threads-0"])
+def test_bad_construction(args, kwargs, exc, name):
+    with pytest.raises(exc, match=rf"\b{name}\b"):
+        pwconv.PointwiseConv2d(*args, **kwargs)
+
+
+def test_bad_call_arguments(rng):
+    layer = pwconv.PointwiseConv2d(6, 4)
+    with pytest.raises(ValueError, match=r"\b(x|weight)\b"):
+        layer(np.ones((1, 5, 3, 3), np.float32))
+    with pytest.raises(TypeError, match=r"\bx\b"):
+        layer(np.ones((1, 6, 3, 3), np.float64))
+    with pytest.raises(ValueError, match=r"\bresidual\b"):
+        layer(np.ones((1, 6, 3, 3), np.float32),
+              residual=np.ones((1, 4, 3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"\bout\b"):
+        layer(np.ones((1, 6, 3, 3), np.float32),
+              out=np.ones((1, 4, 3, 2), np.float32))
+    layer(np.ones((1, 6, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\bgrad_output\b"):
+        layer.backward(np.ones((1, 4, 3, 2), np.float32))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_pickle_round_trip(rng, dtype, layout, config):
+    layer, kw = make_layer(rng, dtype, layout, config)
+    x = make_x(rng, dtype, layout)
+    y = layer(x)
+    for clone in (pickle.loads(pickle.dumps(layer)),
+                  pickle.loads(pickle.dumps(layer, protocol=2)),
+                  copy.deepcopy(layer)):
+        assert type(clone) is pwconv.PointwiseConv2d
+        np.testing.assert_array_equal(clone.weight, layer.weight)
+        if layer.bias is None:
+            assert clone.bias is None
+        else:
+            np.testing.assert_array_equal(clone.bias, layer.bias)
+        y_clone = clone(x)
+        assert y_clone.tobytes() == y.tobytes()
+        g = np.ones_like(y)
+        assert clone.backward(g).tobytes() == layer.backward(g).tobytes()
+
+
+def test_pickle_after_assignment(rng):
+    layer = pwconv.PointwiseConv2d(5, 7, padding=1, activation="relu6")
+    layer.weight = rng.standard_normal((7, 5)).astype(np.float32)
+    layer.bias = rng.standard_normal(7).astype(np.float32)
+    clone = pickle.loads(pickle.dumps(layer))
+    x = make_x(rng, np.float32, "NCHW", c_in=5)
+    assert clone(x).tobytes() == layer(x).tobytes()
+    # The clone is independent: changing one leaves the other alone.
+    clone.weight = np.zeros((7, 5), np.float32)
+    assert not np.array_equal(clone(x), layer(x))

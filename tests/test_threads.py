@@ -1,0 +1,328 @@
+"""Determinism, thread counts, concurrent callers and runtime configuration."""
+
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import pwconv
+import reference as ref
+from reference import DTYPES, LAYOUTS, assert_close, make_case
+
+# Few output channels and many pixels: the grad-weight reduction has fewer
+# tiles than threads, so it splits the pixels and sums per-thread partials,
+# the one place where the thread count changes the rounding.
+REDUCTION_SHAPE = dict(n=4, c_in=8, c_out=8, h=32, w=32)
+# Enough rows and columns for every thread to get forward tiles.
+WIDE_SHAPE = dict(n=2, c_in=67, c_out=45, h=19, w=23)
+
+
+def config():
+    return dict(pwconv.show_config())
+
+
+def openmp_on():
+    cfg = config()
+    flags = [v for k, v in cfg.items() if "openmp" in k.lower()]
+    return bool(flags) and bool(flags[0])
+
+
+def forward_backward(case, num_threads, **kw):
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                residual=case["residual"], activation="relu",
+                                num_threads=num_threads, **kw)
+    g = np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype)
+    grads = pwconv.pointwise_conv2d_backward(
+        g, case["x"], case["weight"], activation="relu", output=y,
+        num_threads=num_threads, **kw)
+    return (y,) + tuple(grads)
+
+
+def assert_bitwise(a_results, b_results):
+    for a, b in zip(a_results, b_results):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("num_threads", [None, 1, 2, 3])
+@pytest.mark.parametrize("shape", [REDUCTION_SHAPE, WIDE_SHAPE],
+                         ids=["reduction", "wide"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_repeat_is_bitwise_identical(rng, dtype, layout, shape, num_threads):
+    kw = dict(layout=layout, stride=(1, 2), padding=1)
+    case = make_case(rng, dtype=dtype, layout=layout, residual=True,
+                     stride=kw["stride"], padding=kw["padding"], **shape)
+    first = forward_backward(case, num_threads, **kw)
+    for _ in range(3):
+        assert_bitwise(forward_backward(case, num_threads, **kw), first)
+
+
+@pytest.mark.parametrize("shape", [REDUCTION_SHAPE, WIDE_SHAPE],
+                         ids=["reduction", "wide"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_thread_count_invariance(rng, dtype, layout, shape):
+    kw = dict(layout=layout, groups=1)
+    case = make_case(rng, dtype=dtype, layout=layout, residual=True, **shape)
+    one = forward_backward(case, 1, **kw)
+    pixels = shape["n"] * shape["h"] * shape["w"]
+    ks = (shape["c_in"], shape["c_out"], pixels, pixels)
+    for n in (2, 3, 4, None):
+        many = forward_backward(case, n, **kw)
+        for a, b, k in zip(many, one, ks):
+            # Agreement to rounding: a tenth of the reference tolerance.
+            rtol, atol = ref.tolerance(dtype, k)
+            np.testing.assert_allclose(a, b, rtol=rtol / 10, atol=atol / 10)
+
+
+# Shapes sized to reach the drivers' big-problem branches, with remainders
+# left in every dimension: small maps with wide weights (split over output
+# channels), weights too big for one L2 block, large maps split over pixels,
+# and long grad-weight reductions split over pixel chunks.
+LARGE_SHAPES = [
+    (1, 515, 301, 5, 5, 1),
+    (1, 320, 1283, 7, 7, 1),
+    (2, 96, 150, 28, 27, 1),
+    (1, 66, 68, 56, 55, 2),
+]
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(stride=2, padding=(1, 0, 0, 1), activation="relu6"),
+], ids=["plain", "s2-pasym-relu6"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", LARGE_SHAPES, ids=ref.shape_id)
+def test_large_shapes_every_thread_count(rng, shape, dtype, layout, config):
+    n, c_in, c_out, h, w, groups = shape
+    kw = dict(stride=config.get("stride", 1), padding=config.get("padding", 0),
+              groups=groups, layout=layout)
+    activation = config.get("activation")
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in,
+                     c_out=c_out, h=h, w=w, groups=groups, residual=True,
+                     stride=kw["stride"], padding=kw["padding"])
+    y_ref = ref.forward(case["x"], case["weight"], case["bias"],
+                        residual=case["residual"], activation=activation, **kw)
+    g = rng.standard_normal(y_ref.shape).astype(dtype)
+    pixels = y_ref.size // c_out
+    for num_threads in (1, 2, 4):
+        y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                    residual=case["residual"],
+                                    activation=activation,
+                                    num_threads=num_threads, **kw)
+        assert_close(y, y_ref, k=c_in // groups, err_msg=f"{num_threads=}")
+        grads = pwconv.pointwise_conv2d_backward(
+            g, case["x"], case["weight"], activation=activation, output=y,
+            num_threads=num_threads, **kw)
+        expected = ref.backward(g, case["x"], case["weight"],
+                                activation=activation, output=y, **kw)
+        for a, e, k in zip(grads, expected,
+                           (c_out // groups, pixels, pixels)):
+            assert_close(a, e, k=k, err_msg=f"{num_threads=}")
+
+
+def test_num_threads_applies_to_one_call_only():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not openmp_on():
+        pytest.skip("pwconv built without OpenMP")
+    before = [(i["filepath"], i["num_threads"])
+              for i in threadpoolctl.threadpool_info()]
+    case = make_case(np.random.default_rng(0), **WIDE_SHAPE)
+    forward_backward(case, 1)
+    after = [(i["filepath"], i["num_threads"])
+             for i in threadpoolctl.threadpool_info()]
+    assert after == before
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_threadpoolctl_limit_is_honoured(rng, dtype):
+    # num_threads=None takes the OpenMP default, which threadpoolctl sets;
+    # with the default limited to 1 the result must be the 1-thread result,
+    # bit for bit.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not openmp_on():
+        pytest.skip("pwconv built without OpenMP")
+    case = make_case(rng, dtype=dtype, residual=True, **REDUCTION_SHAPE)
+    one = forward_backward(case, 1)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        limited = forward_backward(case, None)
+    assert_bitwise(limited, one)
+
+
+def test_omp_num_threads_is_honoured(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np, pwconv, reference as ref
+        case = ref.make_case(np.random.default_rng(0), residual=True,
+                             n=4, c_in=8, c_out=8, h=32, w=32)
+        def run(nt):
+            y = pwconv.pointwise_conv2d(case["x"], case["weight"],
+                                        case["bias"], num_threads=nt)
+            g = np.ones_like(y)
+            return (y,) + tuple(pwconv.pointwise_conv2d_backward(
+                g, case["x"], case["weight"], num_threads=nt))
+        for a, b in zip(run(None), run(1)):
+            assert a.tobytes() == b.tobytes()
+        print(dict(pwconv.show_config()))
+        print("OK")
+    """)
+    proc = ref.run_python(script, tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
+
+
+def test_concurrent_python_threads():
+    # Eight Python threads call at once, each on its own inputs and layer.
+    def problem(i):
+        rng = np.random.default_rng(100 + i)
+        layout = LAYOUTS[i % 2]
+        dtype = DTYPES[(i // 2) % 2]
+        kw = dict(layout=layout, stride=1 + i % 2, padding=i % 3,
+                  groups=1 + i % 2)
+        case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=10 + 2 * i,
+                         c_out=6 + 4 * i, h=9 + i, w=11, residual=True,
+                         stride=kw["stride"], padding=kw["padding"],
+                         groups=kw["groups"])
+        y_ref = ref.forward(case["x"], case["weight"], case["bias"],
+                            residual=case["residual"], activation="relu6",
+                            **kw)
+        g = rng.standard_normal(y_ref.shape).astype(dtype)
+        return case, kw, g
+
+    problems = [problem(i) for i in range(8)]
+
+    def work(i):
+        case, kw, g = problems[i]
+        num_threads = (None, 1, 2)[i % 3]
+        layer = pwconv.PointwiseConv2d(
+            case["x"].shape[1 if kw["layout"] == "NCHW" else 3],
+            case["weight"].shape[0], stride=kw["stride"],
+            padding=kw["padding"], groups=kw["groups"], activation="relu6",
+            layout=kw["layout"], dtype=case["x"].dtype,
+            num_threads=num_threads)
+        layer.weight = case["weight"]
+        layer.bias = case["bias"]
+        results = []
+        for _ in range(10):
+            y = pwconv.pointwise_conv2d(
+                case["x"], case["weight"], case["bias"],
+                residual=case["residual"], activation="relu6",
+                num_threads=num_threads, **kw)
+            grads = pwconv.pointwise_conv2d_backward(
+                g, case["x"], case["weight"], activation="relu6", output=y,
+                num_threads=num_threads, **kw)
+            y_layer = layer(case["x"], residual=case["residual"])
+            dx_layer = layer.backward(g)
+            results.append((y, grads, y_layer, dx_layer))
+        return results
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        all_results = list(pool.map(work, range(8)))
+
+    for (case, kw, g), results in zip(problems, all_results):
+        y_ref = ref.forward(case["x"], case["weight"], case["bias"],
+                            residual=case["residual"], activation="relu6",
+                            **kw)
+        c_out, cig = case["weight"].shape
+        pixels = y_ref.size // c_out
+        for y, grads, y_layer, dx_layer in results:
+            assert_close(y, y_ref, k=cig)
+            assert_close(y_layer, y_ref, k=cig)
+            expected = ref.backward(g, case["x"], case["weight"],
+                                    activation="relu6", output=y, **kw)
+            for a, e, k in zip(grads, expected,
+                               (c_out // kw["groups"], pixels, pixels)):
+                assert_close(a, e, k=k)
+            assert_close(dx_layer, expected[0], k=c_out // kw["groups"])
+            np.testing.assert_array_equal(y, results[0][0])
+
+
+# --------------------------------------------------------------------------
+# Runtime configuration.
+
+
+def test_version():
+    assert isinstance(pwconv.__version__, str) and pwconv.__version__
+
+
+def test_show_config(capsys):
+    cfg = pwconv.show_config()
+    printed = capsys.readouterr().out
+    assert printed.strip()
+    info = dict(cfg)
+    keys = " ".join(k.lower() for k in info)
+    assert "openmp" in keys
+    assert "thread" in keys
+    # The kernel path's name is printed and is one of the reported values.
+    isa = kernel_path(info)
+    assert isa and isa in printed
+
+
+def kernel_path(info):
+    for key, value in info.items():
+        if isinstance(value, str) and any(w in key.lower() for w in
+                                          ("isa", "kernel", "path")):
+            return value
+    return None
+
+
+def test_generic_path_subprocess(tmp_path):
+    # PWCONV_ISA=generic forces the portable kernels at import, so this is the
+    # only place the fallback path runs on a machine with AVX2 or NEON. Shapes
+    # leave remainders in every tile dimension.
+    script = textwrap.dedent("""
+        import contextlib, io
+        import numpy as np, pwconv, reference as ref
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            cfg = dict(pwconv.show_config())
+        assert "generic" in [str(v) for v in cfg.values()], cfg
+        assert "generic" in printed.getvalue()
+        rng = np.random.default_rng(0)
+        shapes = [(1, 1, 1, 1, 1, 1), (2, 17, 23, 3, 5, 1),
+                  (1, 33, 7, 5, 9, 1), (2, 150, 70, 9, 11, 2),
+                  (3, 6, 10, 4, 4, 2), (1, 515, 301, 5, 5, 1)]
+        for dtype in (np.float32, np.float64):
+            for layout in ("NCHW", "NHWC"):
+                for (n, ci, co, h, w, g) in shapes:
+                    for act, kw in [(None, {}),
+                                    ("relu6", dict(stride=2, padding=1)),
+                                    ((-0.5, 0.5), dict(stride=(1, 2),
+                                                       padding=(0, 1, 2, 1)))]:
+                        kw = dict(kw, groups=g, layout=layout)
+                        case = ref.make_case(
+                            rng, dtype=dtype, layout=layout, n=n, c_in=ci,
+                            c_out=co, h=h, w=w, residual=True,
+                            stride=kw.get("stride", 1),
+                            padding=kw.get("padding", 0), groups=g)
+                        y = pwconv.pointwise_conv2d(
+                            case["x"], case["weight"], case["bias"],
+                            residual=case["residual"], activation=act, **kw)
+                        ref.assert_close(y, ref.forward(
+                            case["x"], case["weight"], case["bias"],
+                            residual=case["residual"], activation=act, **kw),
+                            k=ci // g)
+                        gr = rng.standard_normal(y.shape).astype(dtype)
+                        got = pwconv.pointwise_conv2d_backward(
+                            gr, case["x"], case["weight"], activation=act,
+                            output=y, **kw)
+                        exp = ref.backward(gr, case["x"], case["weight"],
+                                           activation=act, output=y, **kw)
+                        pixels = y.size // co
+                        for a, e, k in zip(got, exp,
+                                           (co // g, pixels, pixels)):
+                            ref.assert_close(a, e, k=k)
+                        layer = pwconv.PointwiseConv2d(
+                            ci, co, groups=g, layout=layout, dtype=dtype,
+                            activation=act, stride=kw.get("stride", 1),
+                            padding=kw.get("padding", 0))
+                        layer.weight = case["weight"]
+                        layer.bias = case["bias"]
+                        ref.assert_close(
+                            layer(case["x"], residual=case["residual"]), y,
+                            k=ci // g)
+        print("OK")
+    """)
+    proc = ref.run_python(script, tmp_path, env={"PWCONV_ISA": "generic"})
+    assert proc.returncode == 0 and "OK" in proc.stdout, \
+        proc.stdout + proc.stderr
