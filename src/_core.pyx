@@ -667,9 +667,32 @@ cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
 cdef struct DwJob:
     Geom g
     bint nhwc, masked, want_w, want_b
+    bint tmode        # NCHW with fewer output than input channels: compute
+                      # dW^T = X . g(dY)^T, transposing the smaller operand
     double mlo, mhi
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
+
+
+cdef inline void mask_rows(real *dst, Py_ssize_t dst_rs, const real *src,
+                           Py_ssize_t src_rs, size_t rows, size_t cols,
+                           const real *mask, double lo, double hi,
+                           double *col_sums, double *row_sums) noexcept nogil:
+    if real is float:
+        pw_mask_rows_f32(dst, dst_rs, src, src_rs, rows, cols, mask, lo, hi,
+                         col_sums, row_sums)
+    else:
+        pw_mask_rows_f64(dst, dst_rs, src, src_rs, rows, cols, mask, lo, hi,
+                         col_sums, row_sums)
+
+
+cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps,
+                        size_t kq, size_t nch, const real *mask, double lo,
+                        double hi, double *col_sums) noexcept nogil:
+    if real is float:
+        pw_pack_a_f32(dst, mr, src, src_ps, kq, nch, mask, lo, hi, col_sums)
+    else:
+        pw_pack_a_f64(dst, mr, src, src_ps, kq, nch, mask, lo, hi, col_sums)
 
 
 cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
@@ -678,19 +701,27 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef const Geom *g = &J.g
     cdef Py_ssize_t c0 = t * J.nchunks // J.team, c1 = (t + 1) * J.nchunks // J.team
     cdef Py_ssize_t plane = g.ho * g.wo, ci, n, q0, kq, grp, q, co, pb, pe, ncols
-    cdef Py_ssize_t kca = J.chunk + 8   # A row stride, kept off 4 KB aliasing
+    cdef Py_ssize_t full, tail
+    cdef Py_ssize_t kca = J.chunk + 8   # masked A row stride, off 4 KB aliasing
     cdef real *part = partials + t * g.cout * g.kg
     cdef double *bs = bsums + t * g.cout
-    cdef size_t a_bytes = g.ng * kca * sizeof(real)
+    cdef size_t a_bytes = (g.ng * kca if not J.nhwc else
+                           J.chunk * J.mr * cdiv(imax(g.ng, g.kg), J.mr)) * sizeof(real)
     cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
     cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + J.chunk * sizeof(Py_ssize_t) + 128)
     cdef real *at
     cdef real *bp
+    cdef const real *a
+    cdef const real *a_tile
+    cdef const real *bsrc = NULL
     cdef Py_ssize_t *koff
     cdef const real *src
     cdef real *c
     cdef bint first = True
-    cdef pw_gemm_params prm
+    # NHWC input rows are read in place as B (whole panels, rows C_in apart)
+    # when every output pixel reads the input pixel of the same index.
+    cdef bint direct = J.nhwc and g.simple
+    cdef pw_gemm_params prm, dprm
     if buf == NULL:
         failed[0] = 1
         return
@@ -698,40 +729,132 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     at = <real *>(buf + b_bytes + 64)
     koff = <Py_ssize_t *>(buf + b_bytes + a_bytes + 64)
     memset(&prm, 0, sizeof(prm))
-    prm.a_rs = kca
     prm.c_rs = g.kg
     prm.r_rs = g.kg
     prm.panel_stride = J.ps
+    full = (g.kg // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if direct else 0
+    tail = g.kg - full
+    if J.tmode:
+        prm.c_rs = g.ng
+        prm.r_rs = g.ng
+        prm.a_rs = 1 if J.nhwc else plane
+        prm.a_ks = J.mr if J.nhwc else 1
+        full = (g.ng // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if J.nhwc else 0
+        tail = g.ng - full
     for ci in range(c0, c1):
         n = ci // J.nchunks_img
         q0 = (ci % J.nchunks_img) * J.chunk
         kq = imin(J.chunk, plane - q0)
+        if J.tmode and J.nhwc:
+            # Few input channels, no mask: pack the input (rows = input
+            # channels, tiles of MR) and read grad output in place as B.
+            prm.kc = kq
+            dprm = prm
+            dprm.panel_stride = J.nr
+            dprm.b_ks = g.cout
+            for grp in range(g.groups):
+                src = gout + (n * plane + q0) * g.cout + grp * g.ng
+                if J.want_b:
+                    mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng, <real *>NULL,
+                              0, 0, bs + grp * g.ng, NULL)
+                if not J.want_w:
+                    continue
+                pack_a(at, J.mr, x + (n * plane + q0) * g.cin + grp * g.kg, g.cin,
+                       kq, g.kg, <real *>NULL, 0, 0, NULL)
+                if tail:
+                    pack(bp, J.nr, J.ps, kq, tail, src + full, g.cout, 1, NULL, NULL,
+                         <real *>NULL, <real *>NULL, 0, 0)
+                pb = 0
+                while pb < J.ppg:
+                    pe = imin(J.ppg, pb + J.pblock)
+                    co = 0      # here: rows are input channels
+                    while co < g.kg:
+                        a_tile = at + co * kq
+                        c = part + (grp * g.kg + co) * g.ng + pb * <Py_ssize_t>J.nr
+                        ncols = imin(full, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                        if ncols > 0:
+                            gemm(imin(J.mr, g.kg - co), ncols, a_tile,
+                                 src + pb * <Py_ssize_t>J.nr, c, NULL,
+                                 NULL if first else c, &dprm)
+                        if tail and pe == J.ppg:
+                            c = part + (grp * g.kg + co) * g.ng + full
+                            gemm(imin(J.mr, g.kg - co), tail, a_tile, bp, c, NULL,
+                                 NULL if first else c, &prm)
+                        co += J.mr
+                    pb = pe
+            first = False
+            continue
+        if J.tmode:
+            prm.kc = kq
+            for grp in range(g.groups):
+                src = gout + (n * g.cout + grp * g.ng) * plane + q0
+                if J.want_b:
+                    mask_rows(<real *>NULL, 0, src, plane, g.ng, kq,
+                              output + (src - gout) if J.masked else NULL,
+                              J.mlo, J.mhi, NULL, bs + grp * g.ng)
+                if not J.want_w:
+                    continue
+                pack(bp, J.nr, J.ps, kq, g.ng, src, 1, plane, NULL, NULL,
+                     <real *>NULL, output + (src - gout) if J.masked else NULL,
+                     J.mlo, J.mhi)
+                a = x + (n * g.cin + grp * g.kg) * plane + q0
+                pb = 0
+                while pb < J.ppg:
+                    pe = imin(J.ppg, pb + J.pblock)
+                    ncols = imin(g.ng, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                    co = 0      # here: rows are input channels
+                    while co < g.kg:
+                        c = part + (grp * g.kg + co) * g.ng + pb * <Py_ssize_t>J.nr
+                        gemm(imin(J.mr, g.kg - co), ncols, a + co * plane,
+                             bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
+                        co += J.mr
+                    pb = pe
+            first = False
+            continue
         if not g.simple:
             for q in range(kq):
                 koff[q] = input_offset(g, q0 + q)
                 if J.nhwc and koff[q] >= 0:
                     koff[q] *= g.cin
+        prm.kc = kq
         for grp in range(g.groups):
-            # A: this chunk of grad output, channel-major, masked; the bias
-            # gradient is summed on the way.
+            # A: grad output for these pixels, rows = output channels, read
+            # in place unless the activation's mask must be applied first;
+            # the bias gradient is summed on the same pass.
             if J.nhwc:
+                # Pixels are the rows of grad output here: regroup each tile
+                # of MR channels so a k step reads MR adjacent values.
                 src = gout + (n * plane + q0) * g.cout + grp * g.ng
-                copy_grad(at, 1, kca, src, g.cout, 1, kq, g.ng,
-                          output + (src - gout) if J.masked else NULL,
-                          J.mlo, J.mhi, bs + grp * g.ng if J.want_b else NULL)
+                pack_a(at, J.mr, src, g.cout, kq, g.ng,
+                       output + (src - gout) if J.masked else NULL, J.mlo, J.mhi,
+                       bs + grp * g.ng if J.want_b else NULL)
+                a = at
+                prm.a_rs = 1
+                prm.a_ks = J.mr
             else:
                 src = gout + (n * g.cout + grp * g.ng) * plane + q0
-                copy_grad(at, 1, kca, src, 1, plane, kq, g.ng,
-                          output + (src - gout) if J.masked else NULL,
-                          J.mlo, J.mhi, bs + grp * g.ng if J.want_b else NULL)
+                if J.masked:
+                    mask_rows(at, kca, src, plane, g.ng, kq, output + (src - gout),
+                              J.mlo, J.mhi, NULL, bs + grp * g.ng if J.want_b else NULL)
+                    a = at
+                    prm.a_rs = kca
+                    prm.a_ks = 1
+                else:
+                    if J.want_b:
+                        mask_rows(<real *>NULL, 0, src, plane, g.ng, kq, <real *>NULL,
+                                  0, 0, NULL, bs + grp * g.ng)
+                    a = src
+                    prm.a_rs = plane
+                    prm.a_ks = 1
             if not J.want_w:
                 continue
             # B: the input pixels these outputs read, one row per pixel.
             if J.nhwc:
-                if g.simple:
-                    pack(bp, J.nr, J.ps, kq, g.kg,
-                         x + (n * plane + q0) * g.cin + grp * g.kg, g.cin, 1,
-                         NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                if direct:
+                    bsrc = x + (n * plane + q0) * g.cin + grp * g.kg
+                    if tail:
+                        pack(bp, J.nr, J.ps, kq, tail, bsrc + full, g.cin, 1,
+                             NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
                 else:
                     pack(bp, J.nr, J.ps, kq, g.kg,
                          x + n * g.h * g.w * g.cin + grp * g.kg, g.cin, 1,
@@ -745,17 +868,36 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     pack(bp, J.nr, J.ps, kq, g.kg,
                          x + (n * g.cin + grp * g.kg) * g.h * g.w, 1, g.h * g.w,
                          koff, NULL, <real *>NULL, <real *>NULL, 0, 0)
-            prm.kc = kq
+            dprm = prm
+            dprm.panel_stride = J.nr
+            dprm.b_ks = g.cin
+            # Column blocks sized for L2, then every row tile over the block.
             pb = 0
             while pb < J.ppg:
                 pe = imin(J.ppg, pb + J.pblock)
                 ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
                 co = 0
                 while co < g.ng:
+                    a_tile = a + (co * kq if J.nhwc else co * prm.a_rs)
                     c = part + (grp * g.ng + co) * g.kg + pb * <Py_ssize_t>J.nr
-                    gemm(imin(J.mr, g.ng - co), ncols, at + co * kca,
-                         bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
+                    if direct and pb * <Py_ssize_t>J.nr < full:
+                        # whole panels in place; a ragged last panel is packed
+                        ncols = imin(ncols, full - pb * <Py_ssize_t>J.nr)
+                        gemm(imin(J.mr, g.ng - co), ncols, a_tile,
+                             bsrc + pb * <Py_ssize_t>J.nr, c, NULL,
+                             NULL if first else c, &dprm)
+                        if pe * <Py_ssize_t>J.nr > full and tail:
+                            c = c + ncols
+                            gemm(imin(J.mr, g.ng - co), tail, a_tile,
+                                 bp, c, NULL, NULL if first else c, &prm)
+                    elif direct:
+                        gemm(imin(J.mr, g.ng - co), tail, a_tile,
+                             bp, c, NULL, NULL if first else c, &prm)
+                    else:
+                        gemm(imin(J.mr, g.ng - co), ncols, a_tile,
+                             bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
                     co += J.mr
+                    ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
                 pb = pe
         first = False
 
@@ -782,11 +924,15 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     mr, nr = tile_shape(x.dtype.itemsize)
     J.mr, J.nr = mr, nr
     J.ps = pw_panel_stride(J.chunk, J.nr)
-    J.ppg = (g.kg + J.nr - 1) // J.nr
+    # Transpose (or regroup) whichever operand has fewer channels.  NHWC
+    # keeps grad output as A when it must be masked anyway.
+    J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
+                            (nhwc and not masked and g.kg < g.ng))
+    J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
     J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
     flops = 2.0 * g.n * plane * g.cin * g.ng
     J.team = plan_threads(nthreads, flops, J.nchunks) if J.nchunks else 1
-    if J.team == 1 and gw is not None:
+    if J.team == 1 and gw is not None and not J.tmode:
         partials = gw.reshape(1, g.cout, g.kg)   # one thread writes in place
     else:
         partials = np.zeros((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
@@ -804,6 +950,9 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
             raise MemoryError("pwconv: out of memory for per-thread scratch")
     if gw is not None and J.nchunks == 0:
         gw[...] = 0
+    elif gw is not None and J.tmode:
+        total = partials[0] if J.team == 1 else partials.sum(axis=0)
+        gw[...] = total.reshape(groups, g.kg, g.ng).transpose(0, 2, 1).reshape(g.cout, g.kg)
     elif gw is not None and J.team > 1:
         # Fixed order, so the result does not depend on scheduling.
         np.sum(partials, axis=0, out=gw.reshape(g.cout, g.kg))

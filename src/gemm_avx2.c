@@ -80,17 +80,21 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
     for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
     const float *b = direct ? panel : panel + 16;
     const size_t kc = p->kc;
-    for (size_t k = 0; k < kc; k++, b += bstep) {
+    /* A's k stride: 1 normally, C_out when grad weight reads grad output
+     * in place (one pixel's channels are then the broadcast rows). */
+    const ptrdiff_t aks = p->a_ks ? p->a_ks : 1;
+    ptrdiff_t ak = 0;
+    for (size_t k = 0; k < kc; k++, b += bstep, ak += aks) {
         const __m256 b0 = _mm256_loadu_ps(b);
         if (half) {
 #pragma GCC unroll 6
             for (size_t i = 0; i < MRC; i++)
-                acc0[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[i] + k), b0, acc0[i]);
+                acc0[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[i] + ak), b0, acc0[i]);
         } else {
             const __m256 b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
             for (size_t i = 0; i < MRC; i++) {
-                const __m256 a = _mm256_broadcast_ss(rows[i] + k);
+                const __m256 a = _mm256_broadcast_ss(rows[i] + ak);
                 acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);
                 acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);
             }
@@ -190,17 +194,19 @@ INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
     for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
     const double *b = direct ? panel : panel + 8;
     const size_t kc = p->kc;
-    for (size_t k = 0; k < kc; k++, b += bstep) {
+    const ptrdiff_t aks = p->a_ks ? p->a_ks : 1;
+    ptrdiff_t ak = 0;
+    for (size_t k = 0; k < kc; k++, b += bstep, ak += aks) {
         const __m256d b0 = _mm256_loadu_pd(b);
         if (half) {
 #pragma GCC unroll 6
             for (size_t i = 0; i < MRC; i++)
-                acc0[i] = _mm256_fmadd_pd(_mm256_broadcast_sd(rows[i] + k), b0, acc0[i]);
+                acc0[i] = _mm256_fmadd_pd(_mm256_broadcast_sd(rows[i] + ak), b0, acc0[i]);
         } else {
             const __m256d b1 = _mm256_loadu_pd(b + 4);
 #pragma GCC unroll 6
             for (size_t i = 0; i < MRC; i++) {
-                const __m256d a = _mm256_broadcast_sd(rows[i] + k);
+                const __m256d a = _mm256_broadcast_sd(rows[i] + ak);
                 acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);
                 acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);
             }

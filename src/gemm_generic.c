@@ -11,6 +11,7 @@ void NAME(size_t mr, size_t nc, const T *a, const T *packed, T *c,             \
           const T *row_bias, const T *r, const pw_gemm_params *p)              \
 {                                                                              \
     const size_t kc = p->kc;                                                   \
+    const ptrdiff_t aks = p->a_ks ? p->a_ks : 1;                               \
     const T lo = (T)p->lo, hi = (T)p->hi;                                      \
     const T *rows[MR];                                                         \
     /* Rows past mr alias the last real row so the k loop has no branches. */ \
@@ -28,7 +29,7 @@ void NAME(size_t mr, size_t nc, const T *a, const T *packed, T *c,             \
         const T *b = direct ? panel : panel + NR;                              \
         for (size_t k = 0; k < kc; k++, b += bstep)                            \
             for (size_t i = 0; i < MR; i++) {                                  \
-                const T av = rows[i][k];                                       \
+                const T av = rows[i][(ptrdiff_t)k * aks];                      \
                 for (size_t j = 0; j < NR; j++)                                \
                     acc[i][j] += av * b[j];                                    \
             }                                                                  \

@@ -5,6 +5,7 @@ cdef extern from "pw_kernels.h" nogil:
         size_t kc
         size_t panel_stride
         Py_ssize_t a_rs
+        Py_ssize_t a_ks
         Py_ssize_t c_rs
         Py_ssize_t r_rs
         Py_ssize_t b_ks
@@ -54,6 +55,22 @@ cdef extern from "pw_pack.h" nogil:
                           const double *src, Py_ssize_t src_ps, Py_ssize_t src_cs,
                           size_t np, size_t nch, const double *mask, double lo,
                           double hi, double *sums)
+
+    void pw_mask_rows_f32(float *dst, Py_ssize_t dst_rs, const float *src,
+                          Py_ssize_t src_rs, size_t rows, size_t cols,
+                          const float *mask, double lo, double hi,
+                          double *col_sums, double *row_sums)
+    void pw_mask_rows_f64(double *dst, Py_ssize_t dst_rs, const double *src,
+                          Py_ssize_t src_rs, size_t rows, size_t cols,
+                          const double *mask, double lo, double hi,
+                          double *col_sums, double *row_sums)
+
+    void pw_pack_a_f32(float *dst, size_t mr, const float *src, Py_ssize_t src_ps,
+                       size_t kq, size_t nch, const float *mask, double lo,
+                       double hi, double *col_sums)
+    void pw_pack_a_f64(double *dst, size_t mr, const double *src, Py_ssize_t src_ps,
+                       size_t kq, size_t nch, const double *mask, double lo,
+                       double hi, double *col_sums)
 
 cdef extern from "pw_omp.h" nogil:
     int pw_omp_enabled()

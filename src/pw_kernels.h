@@ -5,10 +5,11 @@
  * set only has to provide this function for float and double:
  *
  *   for i < mr, j < nc:
- *     C[i*c_rs + j] = act( head[j] + sum_{k<kc} A[i*a_rs + k] * B[k][j]
+ *     C[i*c_rs + j] = act( head[j] + sum_{k<kc} A[i][k] * B[k][j]
  *                          + row_bias[i] + R[i*r_rs + j] )
  *
- * A is read in place (k contiguous, rows a_rs apart) and broadcast.
+ * A is read in place (rows a_rs apart, k steps a_ks apart, 1 when a_ks
+ * is 0) and broadcast: A[i][k] = a[i*a_rs + k*a_ks].
  * B is packed: panel p holds columns [p*NR, p*NR + NR) and starts at
  * packed + p*panel_stride; its first NR values are the "head" (the bias in
  * the forward pass, zeros elsewhere), then kc rows of NR values, zero-padded
@@ -42,6 +43,7 @@ typedef struct {
     size_t kc;            /* reduction depth */
     size_t panel_stride;  /* elements from one packed panel to the next, >= (kc+1)*NR */
     ptrdiff_t a_rs;       /* elements between rows of A */
+    ptrdiff_t a_ks;       /* elements between k steps of A; 0 means 1 */
     ptrdiff_t c_rs;       /* elements between rows of C */
     ptrdiff_t r_rs;       /* elements between rows of R (ignored when R is NULL) */
     ptrdiff_t b_ks;       /* 0: packed panels with a head row; else direct B, k stride */

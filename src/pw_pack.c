@@ -43,6 +43,31 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
         for (size_t j = 0; j < nr; j++)                                        \
             panel[j] = head && j < w ? head[j0 + j] : (T)0;                    \
     }                                                                          \
+    if (j_off || j_stride != 1) {                                              \
+        /* Columns are far apart in src (a transpose, as for NCHW input in   \
+         * grad weight): walk each source column down k, so reads stream     \
+         * and the scattered writes stay inside one L1-sized panel. */       \
+        for (size_t j = 0; j < ncols; j++) {                                   \
+            const ptrdiff_t jo = j_off ? j_off[j] : (ptrdiff_t)j * j_stride;   \
+            T *col = dst + (j / nr) * panel_stride + nr + j % nr;              \
+            for (size_t k = 0; k < kc; k++) {                                  \
+                const ptrdiff_t ko = k_off ? k_off[k] : (ptrdiff_t)k * k_stride;\
+                T v = (ko < 0 || jo < 0) ? (T)0 : src[ko + jo];                \
+                if (mask && v != 0) {                                          \
+                    const T m = mask[ko + jo];                                 \
+                    if (!(m > tlo && m < thi)) v = 0;                          \
+                }                                                              \
+                col[k * nr] = v;                                               \
+            }                                                                  \
+        }                                                                      \
+        const size_t pad = npanels * nr - ncols;                               \
+        if (pad) {                                                             \
+            T *last = dst + (npanels - 1) * panel_stride + nr;                 \
+            for (size_t k = 0; k < kc; k++)                                    \
+                for (size_t j = nr - pad; j < nr; j++) last[k * nr + j] = 0;   \
+        }                                                                      \
+        return;                                                                \
+    }                                                                          \
     /* k outer: each source row is read once, front to back. */               \
     for (size_t k = 0; k < kc; k++) {                                          \
         const ptrdiff_t ko = k_off ? k_off[k] : (ptrdiff_t)k * k_stride;       \
@@ -102,3 +127,126 @@ void NAME(T *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs, const T *src,            \
 
 DEFINE_COPY_GRAD(pw_copy_grad_f32, float)
 DEFINE_COPY_GRAD(pw_copy_grad_f64, double)
+
+/* Written so that GCC vectorises every loop: branch-free selects, column
+ * sums kept in a block of T accumulators (contiguous adds), row sums in
+ * eight interleaved lanes.  The summation order is fixed, so results stay
+ * bitwise repeatable. */
+#define SUM_BLOCK 256
+#define DEFINE_MASK_ROWS(NAME, T)                                              \
+void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
+          size_t rows, size_t cols, const T *mask, double lo, double hi,       \
+          double *col_sums, double *row_sums)                                  \
+{                                                                              \
+    const T tlo = (T)lo, thi = (T)hi;                                          \
+    if (dst || row_sums) {                                                     \
+        for (size_t r = 0; r < rows; r++) {                                    \
+            const T *s = src + (ptrdiff_t)r * src_rs;                          \
+            const T *m = mask ? mask + (ptrdiff_t)r * src_rs : NULL;           \
+            T *d = dst ? dst + (ptrdiff_t)r * dst_rs : NULL;                   \
+            if (d && m) {                                                      \
+                for (size_t c = 0; c < cols; c++)                              \
+                    d[c] = (m[c] > tlo && m[c] < thi) ? s[c] : (T)0;           \
+            } else if (d) {                                                    \
+                memcpy(d, s, cols * sizeof(T));                                \
+            }                                                                  \
+            if (row_sums) {                                                    \
+                /* Without dst the mask is applied here, on the fly. */       \
+                const T *v = d ? d : s;                                        \
+                const T *mm = d ? NULL : m;                                    \
+                T lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                          \
+                size_t c = 0;                                                  \
+                if (mm) {                                                      \
+                    for (; c + 8 <= cols; c += 8)                              \
+                        for (size_t l = 0; l < 8; l++)                         \
+                            lane[l] += (mm[c + l] > tlo && mm[c + l] < thi)    \
+                                       ? v[c + l] : (T)0;                      \
+                } else {                                                       \
+                    for (; c + 8 <= cols; c += 8)                              \
+                        for (size_t l = 0; l < 8; l++) lane[l] += v[c + l];    \
+                }                                                              \
+                double total = 0;                                              \
+                for (size_t l = 0; l < 8; l++) total += lane[l];               \
+                for (; c < cols; c++)                                          \
+                    total += (!mm || (mm[c] > tlo && mm[c] < thi)) ? v[c] : (T)0; \
+                row_sums[r] += total;                                          \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+    if (!col_sums) return;                                                     \
+    /* Column sums read what was just written (the masked values); callers   \
+     * that want masked column sums pass dst. */                              \
+    const T *base = dst ? dst : src;                                           \
+    const ptrdiff_t rs = dst ? dst_rs : src_rs;                                \
+    for (size_t c0 = 0; c0 < cols; c0 += SUM_BLOCK) {                          \
+        const size_t w = cols - c0 < SUM_BLOCK ? cols - c0 : SUM_BLOCK;        \
+        T acc[SUM_BLOCK];                                                      \
+        for (size_t c = 0; c < w; c++) acc[c] = 0;                             \
+        for (size_t r = 0; r < rows; r++) {                                    \
+            const T *v = base + (ptrdiff_t)r * rs + c0;                        \
+            for (size_t c = 0; c < w; c++) acc[c] += v[c];                     \
+        }                                                                      \
+        for (size_t c = 0; c < w; c++) col_sums[c0 + c] += acc[c];             \
+    }                                                                          \
+}
+
+DEFINE_MASK_ROWS(pw_mask_rows_f32, float)
+DEFINE_MASK_ROWS(pw_mask_rows_f64, double)
+
+/* A for grad weight in NHWC: grad output rows are pixels, so the broadcast
+ * rows (output channels) are interleaved: regroup them per tile of mr
+ * channels so each k reads mr adjacent values (A[i][k] = tile[k*mr + i]).
+ * The body is instantiated per tile height so the copies and the select are
+ * fixed-size and vectorise; the column sums (grad bias) ride along. */
+#define DEFINE_PACK_A_BODY(NAME, T)                                            \
+static inline void NAME(const size_t MRC, T *dst, const T *src,                \
+                        ptrdiff_t src_ps, size_t kq, size_t nch, const T *mask,\
+                        T tlo, T thi, double *col_sums)                        \
+{                                                                              \
+    const size_t ntiles = (nch + MRC - 1) / MRC;                               \
+    for (size_t t = 0; t < ntiles; t++) {                                      \
+        const size_t c0 = t * MRC;                                             \
+        const size_t w = nch - c0 < MRC ? nch - c0 : MRC;                      \
+        T *d = dst + t * kq * MRC;                                             \
+        T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                   \
+        for (size_t q = 0; q < kq; q++, d += MRC) {                            \
+            const T *s = src + (ptrdiff_t)q * src_ps + c0;                     \
+            if (w == MRC && !mask) {                                           \
+                for (size_t i = 0; i < MRC; i++) d[i] = s[i];                  \
+            } else if (w == MRC) {                                             \
+                const T *m = mask + (ptrdiff_t)q * src_ps + c0;                \
+                for (size_t i = 0; i < MRC; i++)                               \
+                    d[i] = (m[i] > tlo && m[i] < thi) ? s[i] : (T)0;           \
+            } else {                                                           \
+                const T *m = mask ? mask + (ptrdiff_t)q * src_ps + c0 : NULL;  \
+                for (size_t i = 0; i < MRC; i++)                               \
+                    d[i] = i < w && (!m || (m[i] > tlo && m[i] < thi))         \
+                           ? s[i] : (T)0;                                      \
+            }                                                                  \
+            for (size_t i = 0; i < MRC; i++) acc[i] += d[i];                   \
+        }                                                                      \
+        if (col_sums)                                                          \
+            for (size_t i = 0; i < w; i++) col_sums[c0 + i] += acc[i];         \
+    }                                                                          \
+}
+
+#define DEFINE_PACK_A(NAME, BODY, T)                                           \
+void NAME(T *dst, size_t mr, const T *src, ptrdiff_t src_ps, size_t kq,        \
+          size_t nch, const T *mask, double lo, double hi, double *col_sums)   \
+{                                                                              \
+    const T tlo = (T)lo, thi = (T)hi;                                          \
+    switch (mr) {                                                              \
+    case 4: BODY(4, dst, src, src_ps, kq, nch, mask, tlo, thi, col_sums); break;\
+    case 6: BODY(6, dst, src, src_ps, kq, nch, mask, tlo, thi, col_sums); break;\
+    case 7: BODY(7, dst, src, src_ps, kq, nch, mask, tlo, thi, col_sums); break;\
+    case 8: BODY(8, dst, src, src_ps, kq, nch, mask, tlo, thi, col_sums); break;\
+    default:                                                                   \
+        /* Only tiles of at most 8 rows exist (acc holds 8). */               \
+        BODY(mr < 8 ? mr : 8, dst, src, src_ps, kq, nch, mask, tlo, thi, col_sums);\
+    }                                                                          \
+}
+
+DEFINE_PACK_A_BODY(pack_a_body_f32, float)
+DEFINE_PACK_A_BODY(pack_a_body_f64, double)
+DEFINE_PACK_A(pw_pack_a_f32, pack_a_body_f32, float)
+DEFINE_PACK_A(pw_pack_a_f64, pack_a_body_f64, double)

@@ -41,4 +41,28 @@ void pw_copy_grad_f64(double *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs,
                       size_t np, size_t nch, const double *mask, double lo,
                       double hi, double *sums);
 
+/* Row by row, without transposing: dst[r*dst_rs + c] = g(src[r*src_rs + c])
+ * (g as above; dst may be NULL when only the sums are wanted), adding each
+ * value to col_sums[c] and/or row_sums[r] when those are non-NULL.  With dst
+ * NULL, row sums still honour the mask, column sums do not. */
+void pw_mask_rows_f32(float *dst, ptrdiff_t dst_rs, const float *src,
+                      ptrdiff_t src_rs, size_t rows, size_t cols,
+                      const float *mask, double lo, double hi,
+                      double *col_sums, double *row_sums);
+void pw_mask_rows_f64(double *dst, ptrdiff_t dst_rs, const double *src,
+                      ptrdiff_t src_rs, size_t rows, size_t cols,
+                      const double *mask, double lo, double hi,
+                      double *col_sums, double *row_sums);
+
+/* Grad weight's A in NHWC: grad output (kq pixels src_ps apart, nch
+ * channels each), masked like pw_copy_grad, regrouped per tile of mr
+ * channels as dst[(t*kq + q)*mr + i]; rows past nch are zero.  Column sums
+ * of the masked values go to col_sums when it is non-NULL. */
+void pw_pack_a_f32(float *dst, size_t mr, const float *src, ptrdiff_t src_ps,
+                   size_t kq, size_t nch, const float *mask, double lo,
+                   double hi, double *col_sums);
+void pw_pack_a_f64(double *dst, size_t mr, const double *src, ptrdiff_t src_ps,
+                   size_t kq, size_t nch, const double *mask, double lo,
+                   double hi, double *col_sums);
+
 #endif
