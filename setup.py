@@ -18,6 +18,7 @@ from setuptools.command.build_ext import build_ext
 C_SOURCES = [
     "src/gemm_generic.c",
     "src/gemm_avx2.c",
+    "src/gemm_avx512.c",
     "src/gemm_neon.c",
     "src/pw_dispatch.c",
     "src/pw_pack.c",

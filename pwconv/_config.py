@@ -9,7 +9,7 @@ __all__ = ["show_config"]
 
 
 def _apply_isa_override():
-    """PWCONV_ISA=generic|avx2|neon forces a kernel family, so every path can
+    """PWCONV_ISA=generic|avx2|avx512|neon forces a kernel family, so every path can
     be tested on a machine that would pick another."""
     name = os.environ.get("PWCONV_ISA", "").strip().lower()
     if name and not _core.select_isa(name):

@@ -64,11 +64,38 @@ class Call:
         self.in_shape = x.shape
         self.out_shape = v.output_shape(n, self.c_out, h, w, self.stride, self.pad, self.layout)
         self.nhwc = self.layout == "NHWC"
+        ho, wo = self.out_shape[1:3] if self.nhwc else self.out_shape[2:]
+        # When no pixel moves (stride 1, no padding, or a single pixel in and
+        # out), the core sees the whole batch as one tall NHWC image: its row
+        # tiles and grad-weight chunks then run across image boundaries.  An
+        # NCHW map of one pixel is already NHWC in memory.
+        one_pixel = (h * w == 1 and ho * wo == 1 and self.pad[0] == 0
+                     and self.pad[2] == 0)
+        identity = (self.stride == (1, 1) and self.pad == (0, 0, 0, 0)) or one_pixel
+        self.core_nhwc = self.nhwc or one_pixel
+        if self.core_nhwc and identity:
+            self.core_in = (1, n * h * w, 1, c_in)
+            self.core_out = (1, n * h * w, 1, self.c_out)
+            self.core_geom = (True, 1, 1, 0, 0, self.groups)
+        else:
+            self.core_in, self.core_out = self.in_shape, self.out_shape
+            sh, sw = self.stride
+            self.core_geom = (self.nhwc, sh, sw, self.pad[0], self.pad[2], self.groups)
+        self.identity = identity
 
-    def core_geometry(self):
-        sh, sw = self.stride
-        top, _, left, _ = self.pad
-        return self.nhwc, sh, sw, top, left, self.groups
+    def pack(self, packs, kind):
+        """The packed weight operand `kind`, cached in the dict `packs`
+        (a layer's, kept until its weights change, or a fresh one)."""
+        packed = packs.get(kind)
+        if packed is None:
+            if kind == "forward":
+                packed = pack_forward(self.w2d, self.bias, self.groups)
+            elif kind == "grad_input_nhwc":
+                packed = pack_grad_input(self.w2d, self.groups)
+            else:
+                packed = transpose_weight(self.w2d, self.groups)
+            packs[kind] = packed
+        return packed
 
 
 def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
@@ -109,20 +136,22 @@ def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
     residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
     v.check_out(out, call.out_shape, call.dtype,
                 {"x": x, "weight": weight, "bias": bias, "residual": residual})
-    wpacked = pack_forward(call.w2d, call.bias, call.groups) if call.nhwc else None
-    return run_forward(call, x, wpacked, residual, out)
+    return run_forward(call, x, residual, out, {})
 
 
-def run_forward(call, x, wpacked, residual, out):
+def run_forward(call, x, residual, out, packs):
     """Forward on checked arguments (shared with the layer object)."""
-    xc = np.ascontiguousarray(x)
-    rc = np.ascontiguousarray(residual) if residual is not None else None
+    xc = np.ascontiguousarray(x).reshape(call.core_in)
+    rc = (np.ascontiguousarray(residual).reshape(call.core_out)
+          if residual is not None else None)
     if out is None:
         out = np.empty(call.out_shape, call.dtype)
-    nhwc, sh, sw, top, left, groups = call.core_geometry()
+    nhwc, sh, sw, top, left, groups = call.core_geom
+    wpacked = call.pack(packs, "forward") if nhwc else None
     threads = call.threads or _core.default_threads()
-    return _core.forward(xc, wpacked, call.w2d, call.bias, rc, out, nhwc, sh, sw,
-                         top, left, groups, call.clamp, call.lo, call.hi, threads)
+    _core.forward(xc, wpacked, call.w2d, call.bias, rc, out.reshape(call.core_out), nhwc,
+                  sh, sw, top, left, groups, call.clamp, call.lo, call.hi, threads)
+    return out
 
 
 def pointwise_conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, groups=1,
@@ -156,29 +185,25 @@ def pointwise_conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, gr
         raise ValueError("output (the forward result) is required when activation is "
                          f"{activation!r}: its derivative is read off the output")
     output = v.check_like("output", output, call.out_shape, call.dtype, "forward output")
-    packed = None
-    if mask[0]:
-        packed = pack_grad_input(call.w2d, call.groups) if call.nhwc else \
-            transpose_weight(call.w2d, call.groups)
-    return run_backward(call, grad_output, x, output, mask, packed)
+    return run_backward(call, grad_output, x, output, mask, {})
 
 
-def run_backward(call, grad_output, x, output, mask, packed):
-    """Backward on checked arguments; `packed` is the grad-input operand
-    (NHWC panels or the NCHW transposed weight) when mask[0]."""
-    go = np.ascontiguousarray(grad_output)
-    xc = np.ascontiguousarray(x)
+def run_backward(call, grad_output, x, output, mask, packs):
+    """Backward on checked arguments (shared with the layer object)."""
+    go = np.ascontiguousarray(grad_output).reshape(call.core_out)
+    xc = np.ascontiguousarray(x).reshape(call.core_in)
     masked = call.activation is not None
-    oc = np.ascontiguousarray(output) if masked else None
-    nhwc, sh, sw, top, left, groups = call.core_geometry()
+    oc = np.ascontiguousarray(output).reshape(call.core_out) if masked else None
+    nhwc, sh, sw, top, left, groups = call.core_geom
     threads = call.threads or _core.default_threads()
     gx = gw = gb = None
     if mask[0]:
-        simple = (sh, sw) == (1, 1) and call.pad == (0, 0, 0, 0)
-        gx = (np.empty if simple else np.zeros)(call.in_shape, call.dtype)
-        _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc, gx,
-                         nhwc, sh, sw, top, left, groups, masked, call.lo, call.hi,
-                         threads)
+        # Pixels that no output reads get a zero gradient.
+        gx = (np.empty if call.identity else np.zeros)(call.in_shape, call.dtype)
+        packed = call.pack(packs, "grad_input_nhwc" if nhwc else "grad_input_nchw")
+        _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc,
+                         gx.reshape(call.core_in), nhwc, sh, sw, top, left, groups,
+                         masked, call.lo, call.hi, threads)
     if mask[1] or mask[2]:
         gw = np.empty(call.w2d.shape, call.dtype) if mask[1] else None
         gb = np.empty(call.c_out, call.dtype) if mask[2] else None

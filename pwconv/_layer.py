@@ -2,8 +2,7 @@
 import numpy as np
 
 from . import _validate as v
-from ._functional import (Call, pack_forward, pack_grad_input, run_backward,
-                          run_forward, transpose_weight)
+from ._functional import Call, pack_forward, run_backward, run_forward
 
 __all__ = ["PointwiseConv2d"]
 
@@ -106,9 +105,12 @@ class PointwiseConv2d:
 
     def _repack(self):
         self._calls = {}
-        self._fwd_packed = (pack_forward(self._weight, self._bias, self.groups)
-                            if self.layout == "NHWC" else None)
-        self._bwd_packed = None   # packed on first backward after a change
+        # Packed operands by kind, made on first use and kept until the
+        # weights change; the forward one is made now, so the first call
+        # does not pay for it.
+        self._packs = {}
+        if self.layout == "NHWC":
+            self._packs["forward"] = pack_forward(self._weight, self._bias, self.groups)
 
     # -- passes ---------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class PointwiseConv2d:
         call = self._call(x)
         residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
         v.check_out(out, call.out_shape, call.dtype, {"x": x, "residual": residual})
-        y = run_forward(call, x, self._fwd_packed, residual, out)
+        y = run_forward(call, x, residual, out, self._packs)
         self._saved = (x, y)
         return y
 
@@ -145,20 +147,17 @@ class PointwiseConv2d:
         call = self._call(x)
         v.check_array("grad_output", grad_output)
         v.check_like("grad_output", grad_output, call.out_shape, call.dtype, "forward output")
-        if self._bwd_packed is None:
-            self._bwd_packed = (pack_grad_input(self._weight, self.groups) if self.layout == "NHWC"
-                                else transpose_weight(self._weight, self.groups))
         mask = (True, True, self._bias is not None)
         gx, self.grad_weight, self.grad_bias = run_backward(
             call, grad_output, x, y if self.activation is not None else None, mask,
-            self._bwd_packed)
+            self._packs)
         return gx
 
     # -- pickling -------------------------------------------------------------
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_fwd_packed", "_bwd_packed", "_saved", "_calls"):
+        for key in ("_packs", "_saved", "_calls"):
             state[key] = None
         return state
 

@@ -25,8 +25,8 @@ cdef const pw_isa *ISA = pw_isa_best()
 cdef size_t L2_BLOCK_BYTES = 256 * 1024
 # Pixels a grad-weight chunk reduces before its partial is written back.
 cdef Py_ssize_t DW_CHUNK = 256
-# Below this many flops a call runs on one thread: waking a team costs more.
-cdef double MIN_PARALLEL_FLOPS = 4e5
+# Flops each thread of a team must get (about 10 us of one core).
+cdef double MIN_PARALLEL_FLOPS = 1e6
 
 
 # ------------------------------------------------------------ runtime facts
@@ -171,9 +171,11 @@ cdef inline Py_ssize_t input_offset(const Geom *g, Py_ssize_t op) noexcept nogil
 
 cdef int plan_threads(Py_ssize_t requested, double flops,
                       Py_ssize_t items) noexcept nogil:
-    if flops < MIN_PARALLEL_FLOPS:
-        return 1
-    return <int>imax(1, imin(requested, items))
+    """Threads worth waking: each must get MIN_PARALLEL_FLOPS of work, or the
+    fork/join (and, on a shared machine, waiting for a descheduled worker)
+    costs more than it saves."""
+    cdef Py_ssize_t useful = <Py_ssize_t>(flops / MIN_PARALLEL_FLOPS)
+    return <int>imax(1, imin(imin(requested, items), useful))
 
 
 def panel_stride(Py_ssize_t kc, Py_ssize_t itemsize):

@@ -14,10 +14,20 @@ static const pw_isa avx2_isa = {
     "avx2", PW_MR_AVX2_F32, PW_NR_AVX2_F32, pw_gemm_f32_avx2,
     PW_MR_AVX2_F64, PW_NR_AVX2_F64, pw_gemm_f64_avx2};
 
+static const pw_isa avx512_isa = {
+    "avx512", PW_MR_AVX512_F32, PW_NR_AVX512_F32, pw_gemm_f32_avx512,
+    PW_MR_AVX512_F64, PW_NR_AVX512_F64, pw_gemm_f64_avx512};
+
 static int cpu_has_avx2(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int cpu_has_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
 }
 #endif
 
@@ -34,6 +44,7 @@ const pw_isa *pw_isa_by_name(const char *name)
     if (strcmp(name, "generic") == 0) return &generic_isa;
 #ifdef PW_HAVE_AVX2_BUILD
     if (strcmp(name, "avx2") == 0 && cpu_has_avx2()) return &avx2_isa;
+    if (strcmp(name, "avx512") == 0 && cpu_has_avx512()) return &avx512_isa;
 #endif
 #ifdef PW_HAVE_NEON_BUILD
     if (strcmp(name, "neon") == 0) return &neon_isa;
@@ -44,6 +55,7 @@ const pw_isa *pw_isa_by_name(const char *name)
 const pw_isa *pw_isa_best(void)
 {
 #ifdef PW_HAVE_AVX2_BUILD
+    if (cpu_has_avx512()) return &avx512_isa;
     if (cpu_has_avx2()) return &avx2_isa;
 #endif
 #ifdef PW_HAVE_NEON_BUILD
@@ -55,6 +67,7 @@ const pw_isa *pw_isa_best(void)
 const char *pw_isa_available(void)
 {
 #ifdef PW_HAVE_AVX2_BUILD
+    if (cpu_has_avx512()) return "generic avx2 avx512";
     if (cpu_has_avx2()) return "generic avx2";
 #endif
 #ifdef PW_HAVE_NEON_BUILD

@@ -1,9 +1,11 @@
 """Build tests/c/check_gemm.c against each microkernel family and run it.
 
 The C checker sweeps every remainder case of the pw_kernels.h contract
-(rows, columns, depths, epilogue variants, strides, NaN propagation, reads
-and writes outside the operands); this module only builds it with warnings
-as errors and asserts that it passed.  Kernels the host cannot execute are
+(rows, columns, depths, epilogue variants, strides, packed and direct B,
+row-major and k-major A, NaN propagation, reads and writes outside the
+operands); this module only builds it with warnings as errors and asserts
+that it passed, with cases of both B layouts and of k-major A in both
+precisions.  Kernels the host cannot execute are
 skipped with the reason; NEON runs under qemu-aarch64 when the cross
 toolchain is installed.
 """
@@ -20,6 +22,12 @@ SRC = os.path.join(ROOT, "src")
 CHECK = os.path.join(ROOT, "tests", "c", "check_gemm.c")
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"]
 SUMMARY = re.compile(r"check_gemm (\w+): OK, (\d+) cases")
+# Per precision, cases with packed and with direct B (b_ks != 0), and how
+# many of them read A k-major (a_ks > 1).
+SPLIT = re.compile(r"f32 \d+x\d+: (\d+) packed \+ (\d+) direct, "
+                   r"(\d+) with k-major A; "
+                   r"f64 \d+x\d+: (\d+) packed \+ (\d+) direct, "
+                   r"(\d+) with k-major A")
 
 
 def _cpu_flags():
@@ -57,7 +65,15 @@ def _run(cmd, kernel, timeout):
     m = SUMMARY.search(proc.stdout)
     assert m, "no summary line from check_gemm %s:\n%s" % (kernel, output)
     assert m.group(1) == kernel
-    assert int(m.group(2)) > 0, output
+    # Every B layout of the contract, and k-major A, must have been
+    # exercised in both precisions, not just the total be nonzero.
+    split = SPLIT.search(proc.stdout)
+    assert split, "no per-layout counts from check_gemm %s:\n%s" % (
+        kernel, output)
+    p32, d32, k32, p64, d64, k64 = (int(g) for g in split.groups())
+    assert all(n > 0 for n in (p32, d32, k32, p64, d64, k64)), output
+    assert k32 < p32 + d32 and k64 < p64 + d64, output
+    assert p32 + d32 + p64 + d64 == int(m.group(2)), output
 
 
 # (kernel, source file, cpu flags the host needs)

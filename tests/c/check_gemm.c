@@ -10,11 +10,20 @@
  * loose strides, prints one summary line and exits 0, or prints the first
  * failing case and exits 1.
  *
- * Out-of-bounds reads are caught, not just wrong values: A, the packed
- * panels, row_bias and R each end exactly at an inaccessible page, so a read
- * past them faults (reported with the case being run), and every slack
- * element the kernel may not use is NaN, so using it shows up in the result.
- * Writes are caught by comparing all of C outside the tile with a snapshot.
+ * B is given both ways the contract allows: packed panels with a head row
+ * (b_ks == 0), and direct (b_ks != 0), a plain row-major matrix read in
+ * place, for the full-panel column counts the drivers use it with.
+ *
+ * A is given in row layout (a_ks == 0, which means 1, and a_ks == 1
+ * spelled out) and k-strided with adjacent rows (a_rs == 1): a_ks == MR,
+ * the [k][MR] tiles grad weight reads, and a_ks == mr + 3, which leaves a
+ * NaN gap after the rows of every k.
+ *
+ * Out-of-bounds reads are caught, not just wrong values: A, B, row_bias and
+ * R each end exactly at an inaccessible page, so a read past them faults
+ * (reported with the case being run), and every slack element the kernel
+ * may not use is NaN, so using it shows up in the result.  Writes are caught
+ * by comparing all of C outside the tile with a snapshot.
  */
 #define _DEFAULT_SOURCE
 #include <math.h>
@@ -157,11 +166,17 @@ static double urand(void) /* in [-1, 1) */
 /* ---- one case ------------------------------------------------------------- */
 
 enum { R_NONE, R_SEPARATE, R_ALIAS_C };
+/* A layouts: rows of kc values (a_ks 0 or 1), or k-major with the rows of
+ * one k adjacent (a_rs 1, a_ks MR or mr + 3). */
+enum { A_ROWS, A_ROWS_KS1, A_KMAJOR_MR, A_KMAJOR_GAP, A_NLAYOUTS };
 enum { CLAMP_OFF, CLAMP_RANGE, CLAMP_NAN };
 
 typedef struct {
     size_t mr, nc, kc;
-    int loose;     /* strides larger than needed and slack between panels */
+    int direct;    /* B read in place (b_ks != 0) instead of packed panels */
+    int alayout;   /* A_* */
+    int loose;     /* strides larger than needed: slack between panels, or
+                      between the rows of a direct B */
     int row_bias;  /* pass row_bias */
     int rmode;     /* R_* */
     int cmode;     /* CLAMP_* */
@@ -196,51 +211,97 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
     const size_t npanel = (nc + NR - 1) / NR;
     const double nan = NAN;
 
-    pw_gemm_params p;
-    memset(&p, 0, sizeof p);
-    p.kc = kc;
-    p.a_rs = (ptrdiff_t)(kc + (cs->loose ? 5 : 0));
-    p.c_rs = (ptrdiff_t)(nc + (cs->loose ? 3 : 0));
-    p.r_rs = (ptrdiff_t)(nc + (cs->loose ? 7 : 0));
-    /* Loose: the stride the packer uses (16-element multiple) plus one more
-     * row of slack; tight: the minimum the contract allows. */
-    p.panel_stride = (kc + 1) * NR;
-    if (cs->loose)
+    /* Fields by name, so a field added to the contract later starts at 0
+     * here rather than shifting the others. */
+    pw_gemm_params p = {
+        .kc = kc,
+        .a_rs = (ptrdiff_t)(kc + (cs->loose ? 5 : 0)),
+        .a_ks = 0,
+        .c_rs = (ptrdiff_t)(nc + (cs->loose ? 3 : 0)),
+        .r_rs = (ptrdiff_t)(nc + (cs->loose ? 7 : 0)),
+        .b_ks = 0,
+        .clamp = 0,
+    };
+    if (cs->direct) {
+        /* Panels are consecutive column blocks of the rows; loose leaves an
+         * odd-sized NaN gap after each row (and misaligns the rows). */
+        p.panel_stride = NR;
+        p.b_ks = (ptrdiff_t)(nc + (cs->loose ? 3 : 0));
+    } else if (cs->loose) {
+        /* The stride the packer uses (16-element multiple) plus one more
+         * row of slack. */
         p.panel_stride = ((kc + 2) * NR + 15) / 16 * 16;
+    } else {
+        p.panel_stride = (kc + 1) * NR; /* the minimum the contract allows */
+    }
+    if (cs->alayout == A_ROWS_KS1) {
+        p.a_ks = 1;
+    } else if (cs->alayout == A_KMAJOR_MR || cs->alayout == A_KMAJOR_GAP) {
+        p.a_rs = 1;
+        p.a_ks = (ptrdiff_t)(cs->alayout == A_KMAJOR_MR ? f->mr : mr + 3);
+    }
+    /* The layout the reference and the fill use: a_ks == 0 means 1. */
+    const size_t a_rs = (size_t)p.a_rs, a_ks = p.a_ks ? (size_t)p.a_ks : 1;
+    char a_desc[64];
+    if (cs->alayout == A_ROWS || cs->alayout == A_ROWS_KS1)
+        snprintf(a_desc, sizeof a_desc, "A=rows(a_rs=%s,a_ks=%td)",
+                 cs->loose ? "kc+5" : "kc", p.a_ks);
+    else
+        snprintf(a_desc, sizeof a_desc, "A=k-major(a_rs=1,a_ks=%s=%td)",
+                 cs->alayout == A_KMAJOR_MR ? "MR" : "mr+3", p.a_ks);
 
     snprintf(case_desc, sizeof case_desc,
-             "%s f%d mr=%zu nc=%zu kc=%zu %s row_bias=%s R=%s clamp=%s",
-             STR(KERNEL), f->is64 ? 64 : 32, mr, nc, kc,
-             cs->loose ? "loose(a_rs=kc+5,c_rs=nc+3,r_rs=nc+7,panel slack)"
-                       : "tight",
+             "%s f%d mr=%zu nc=%zu kc=%zu %s "
+             "B=%s(panel_stride=%zu,b_ks=%td) %s row_bias=%s R=%s clamp=%s",
+             STR(KERNEL), f->is64 ? 64 : 32, mr, nc, kc, a_desc,
+             cs->direct ? "direct" : "packed", p.panel_stride, p.b_ks,
+             cs->loose ? "loose(c_rs=nc+3,r_rs=nc+7)" : "tight",
              cs->row_bias ? "yes" : "no",
              cs->rmode == R_NONE ? "none"
                                  : cs->rmode == R_SEPARATE ? "separate" : "alias-C",
              cs->cmode == CLAMP_OFF ? "off"
                                     : cs->cmode == CLAMP_RANGE ? "range" : "relu+NaN inputs");
 
-    /* Packed panels: 64-byte aligned like the packer's, NaN in every slack
-     * element (between panel_stride and the panel's data, and the rounding
-     * tail), zero in the padding columns the contract promises. */
-    const size_t nb = npanel * p.panel_stride;
-    void *packed = place(&bf->b, f, nb, 64);
-    const size_t nb_round = (size_t)(bf->b.end - (unsigned char *)packed) / f->esz;
-    for (size_t i = 0; i < nb_round; i++)
-        set(f, packed, i, nan);
-    for (size_t q = 0; q < npanel; q++)
-        for (size_t k = 0; k <= kc; k++)
-            for (size_t j = 0; j < NR; j++)
-                set(f, packed, q * p.panel_stride + k * NR + j,
-                    q * NR + j < nc ? urand() : 0.0);
+    void *packed;
+    if (cs->direct) {
+        /* Direct B: ends right after B[kc-1][nc-1], the last element a
+         * kernel may read; the gaps between rows are NaN.  With kc == 0
+         * nothing may be read, so the pointer is the guard page itself. */
+        const size_t nb = kc ? (kc - 1) * (size_t)p.b_ks + nc : 0;
+        packed = place(&bf->b, f, nb, f->esz);
+        for (size_t i = 0; i < nb; i++)
+            set(f, packed, i, (i % (size_t)p.b_ks) < nc ? urand() : nan);
+    } else {
+        /* Packed panels: 64-byte aligned like the packer's, NaN in every
+         * slack element (between panel_stride and the panel's data, and the
+         * rounding tail), zero in the padding columns the contract
+         * promises. */
+        const size_t nb = npanel * p.panel_stride;
+        packed = place(&bf->b, f, nb, 64);
+        const size_t nb_round =
+            (size_t)(bf->b.end - (unsigned char *)packed) / f->esz;
+        for (size_t i = 0; i < nb_round; i++)
+            set(f, packed, i, nan);
+        for (size_t q = 0; q < npanel; q++)
+            for (size_t k = 0; k <= kc; k++)
+                for (size_t j = 0; j < NR; j++)
+                    set(f, packed, q * p.panel_stride + k * NR + j,
+                        q * NR + j < nc ? urand() : 0.0);
+    }
 
-    /* A: rows end at the guard page; the gaps between rows are NaN.  With
+    /* A ends right after A[mr-1][kc-1], the last element a kernel may read
+     * in every layout here; everything in between that is not an element
+     * of A (gaps between rows, or after the rows of one k) is NaN.  With
      * kc == 0 the kernel gets NULL, so any dereference faults. */
     void *a = NULL;
     if (kc) {
-        const size_t na = (mr - 1) * (size_t)p.a_rs + kc;
+        const size_t na = (mr - 1) * a_rs + (kc - 1) * a_ks + 1;
         a = place(&bf->a, f, na, f->esz);
         for (size_t i = 0; i < na; i++)
-            set(f, a, i, (i % (size_t)p.a_rs) < kc ? urand() : nan);
+            set(f, a, i, nan);
+        for (size_t i = 0; i < mr; i++)
+            for (size_t k = 0; k < kc; k++)
+                set(f, a, i * a_rs + k * a_ks, urand());
     }
 
     void *rb = NULL;
@@ -280,14 +341,21 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
     }
 
     /* NaN inputs: in the last real row of A (the row the aliased rows
-     * repeat), in the head and in B of one column, and in R, so NaN must
-     * survive the FMA chain, the epilogue adds and both clamp steps. */
+     * repeat), in the head (packed) or first row of B (direct) of the last
+     * column, in B[kc-1][0], and in R, so NaN must survive the FMA chain,
+     * the epilogue adds and both clamp steps. */
     if (cs->cmode == CLAMP_NAN) {
         const size_t jn = nc - 1, qn = jn / NR, jj = jn % NR;
-        set(f, packed, qn * p.panel_stride + jj, nan);
+        if (!cs->direct)
+            set(f, packed, qn * p.panel_stride + jj, nan);
         if (kc) {
-            set(f, a, (mr - 1) * (size_t)p.a_rs + kc / 2, nan);
-            set(f, packed, kc * NR, nan); /* B[kc-1][0] */
+            set(f, a, (mr - 1) * a_rs + kc / 2 * a_ks, nan);
+            if (cs->direct) {
+                set(f, packed, jn, nan);
+                set(f, packed, (kc - 1) * (size_t)p.b_ks, nan);
+            } else {
+                set(f, packed, kc * NR, nan);
+            }
         }
         if (r)
             set(f, r, 0, nan);
@@ -309,15 +377,18 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
         p.hi = -1e30;
     }
 
-    /* Reference in double, in the contract's order. */
+    /* Reference in double, in the contract's order.  Row k of B starts
+     * at row0 + k*ks within each panel. */
+    const size_t row0 = cs->direct ? 0 : NR;
+    const size_t ks = cs->direct ? (size_t)p.b_ks : NR;
     for (size_t i = 0; i < mr; i++)
         for (size_t j = 0; j < nc; j++) {
             const size_t q = j / NR, jj = j % NR;
             const size_t base = q * p.panel_stride + jj;
-            double s = get(f, packed, base), m = fabs(s);
+            double s = cs->direct ? 0.0 : get(f, packed, base), m = fabs(s);
             for (size_t k = 0; k < kc; k++) {
-                const double t = get(f, a, i * (size_t)p.a_rs + k) *
-                                 get(f, packed, base + (k + 1) * NR);
+                const double t = get(f, a, i * a_rs + k * a_ks) *
+                                 get(f, packed, base + row0 + k * ks);
                 s += t;
                 m += fabs(t);
             }
@@ -389,13 +460,47 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
 
 /* ---- the sweep ------------------------------------------------------------ */
 
-static long sweep(const family *f)
+/* Which combinations of the sweep run. */
+static int wanted(const family *f, const case_t *cs)
+{
+    const size_t NR = f->nr, nc = cs->nc, kc = cs->kc;
+    const int rbf = cs->row_bias, rm = cs->rmode, cm = cs->cmode;
+    /* Drivers pass direct B full panels only. */
+    if (cs->direct && nc % NR != 0)
+        return 0;
+    /* Deep cases only need the k loops checked once per shape; the
+     * epilogue variants are covered by the shallow ones. */
+    if (kc > 17 && (rbf != rm % 2 || cm == CLAMP_OFF))
+        return 0;
+    if (cs->alayout == A_ROWS)
+        return 1;
+    /* The other A layouts change only how A is read: every row count and
+     * depth but 1000 (no k loop unrolls so far that 1000 adds to 255),
+     * columns at 1 to 4 panels (A is re-read per panel, with and without a
+     * column tail), and three epilogues (plain; NaN in A through the clamp;
+     * range clamp with R aliasing C), to keep the qemu run short.  a_ks == 1
+     * spelled out must read A as a_ks == 0 does: its loose (a_rs > kc) half
+     * is enough. */
+    if (kc == 1000 || (cs->alayout == A_ROWS_KS1 && !cs->loose))
+        return 0;
+    if (nc != 1 && nc != NR && nc != NR + 1 && nc != 3 * NR &&
+        nc != 3 * NR + 1)
+        return 0;
+    return (!rbf && rm == R_NONE && cm == CLAMP_OFF) ||
+           (rbf && rm == R_SEPARATE && cm == CLAMP_NAN) ||
+           (!rbf && rm == R_ALIAS_C && cm == CLAMP_RANGE);
+}
+
+/* Adds the cases run to count[0] (packed B) and count[1] (direct B), and
+ * those with a k-major A (a_ks > 1) among them to count[2]. */
+static void sweep(const family *f, long count[3])
 {
     const size_t NR = f->nr;
     size_t ncs[200], n_nc = 0;
     /* Every column count up to two panels and one, then the edges of the
      * third panel: covers each split of the last store (full vectors plus
-     * every tail length) behind 0, 1 and 2 full panels. */
+     * every tail length) behind 0, 1 and 2 full panels.  Direct B takes
+     * the full-panel ones among them (1, 2 and 3 panels). */
     for (size_t n = 1; n <= 2 * NR + 1; n++)
         ncs[n_nc++] = n;
     ncs[n_nc++] = 2 * NR + 3;
@@ -410,12 +515,14 @@ static long sweep(const family *f)
     kcs[n_kc++] = 255;
     kcs[n_kc++] = 1000;
 
-    long count = 0;
     buffers bf;
     const size_t kmax = 1000, ncmax = 3 * NR + 1, npmax = 4;
     const size_t rsmax = ncmax + 8;
-    bf.a = arena_new(f->mr * (kmax + 8) * f->esz);
-    bf.b = arena_new(npmax * (kmax + 2 + 16) * NR * f->esz + 64);
+    const size_t b_packed = npmax * (kmax + 2 + 16) * NR + 64 / f->esz;
+    const size_t b_direct = kmax * (ncmax + 8);
+    /* Row layout: mr * (kc + 5); k-major: kc * (mr + 3). */
+    bf.a = arena_new((f->mr + 3) * (kmax + 8) * f->esz);
+    bf.b = arena_new((b_packed > b_direct ? b_packed : b_direct) * f->esz);
     bf.rb = arena_new(f->mr * f->esz);
     bf.r = arena_new(f->mr * rsmax * f->esz);
     bf.c_cap = (16 + (f->mr + 1) * rsmax + 8) * f->esz;
@@ -429,30 +536,31 @@ static long sweep(const family *f)
         exit(2);
     }
 
-    for (size_t ki = 0; ki < n_kc; ki++)
-        for (size_t mr = 1; mr <= f->mr; mr++)
-            for (size_t ni = 0; ni < n_nc; ni++)
-                for (int loose = 0; loose < 2; loose++)
-                    for (int rbf = 0; rbf < 2; rbf++)
-                        for (int rm = 0; rm < 3; rm++)
-                            for (int cm = 0; cm < 3; cm++) {
-                                const size_t kc = kcs[ki];
-                                /* Deep cases only need the k loops checked
-                                 * once per shape; the epilogue variants are
-                                 * covered by the shallow ones. */
-                                if (kc > 17 && (rbf != rm % 2 || cm == CLAMP_OFF))
-                                    continue;
-                                case_t cs = {mr, ncs[ni], kc, loose, rbf, rm, cm};
-                                if (!run_case(f, &cs, &bf))
-                                    exit(1);
-                                count++;
-                            }
+    /* v runs over every combination of strides and epilogue. */
+    for (int al = 0; al < A_NLAYOUTS; al++)
+        for (size_t ki = 0; ki < n_kc; ki++)
+            for (size_t mr = 1; mr <= f->mr; mr++)
+                for (size_t ni = 0; ni < n_nc; ni++)
+                    for (int direct = 0; direct < 2; direct++)
+                        for (int v = 0; v < 2 * 2 * 3 * 3; v++) {
+                            const case_t cs = {
+                                .mr = mr, .nc = ncs[ni], .kc = kcs[ki],
+                                .direct = direct, .alayout = al,
+                                .loose = v % 2, .row_bias = v / 2 % 2,
+                                .rmode = v / 4 % 3, .cmode = v / 12};
+                            if (!wanted(f, &cs))
+                                continue;
+                            if (!run_case(f, &cs, &bf))
+                                exit(1);
+                            count[direct]++;
+                            if (al == A_KMAJOR_MR || al == A_KMAJOR_GAP)
+                                count[2]++;
+                        }
     free(bf.c_mem);
     free(bf.c_snap);
     free(bf.c_first);
     free(bf.ref);
     free(bf.mag);
-    return count;
 }
 
 int main(void)
@@ -463,11 +571,17 @@ int main(void)
     sigaction(SIGSEGV, &sa, NULL);
     sigaction(SIGBUS, &sa, NULL);
 
-    const family f32 = {0, MR32, NR32, sizeof(float), 0x1p-23};
-    const family f64 = {1, MR64, NR64, sizeof(double), 0x1p-52};
-    const long n32 = sweep(&f32);
-    const long n64 = sweep(&f64);
-    printf("check_gemm %s: OK, %ld cases (f32 %dx%d: %ld, f64 %dx%d: %ld)\n",
-           STR(KERNEL), n32 + n64, MR32, NR32, n32, MR64, NR64, n64);
+    const family f32 = {.is64 = 0, .mr = MR32, .nr = NR32,
+                        .esz = sizeof(float), .eps = 0x1p-23};
+    const family f64 = {.is64 = 1, .mr = MR64, .nr = NR64,
+                        .esz = sizeof(double), .eps = 0x1p-52};
+    long n32[3] = {0, 0, 0}, n64[3] = {0, 0, 0};
+    sweep(&f32, n32);
+    sweep(&f64, n64);
+    printf("check_gemm %s: OK, %ld cases (f32 %dx%d: %ld packed + %ld direct, "
+           "%ld with k-major A; f64 %dx%d: %ld packed + %ld direct, %ld with "
+           "k-major A)\n",
+           STR(KERNEL), n32[0] + n32[1] + n64[0] + n64[1], MR32, NR32, n32[0],
+           n32[1], n32[2], MR64, NR64, n64[0], n64[1], n64[2]);
     return 0;
 }
