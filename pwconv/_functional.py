@@ -141,16 +141,24 @@ def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
 
 def run_forward(call, x, residual, out, packs):
     """Forward on checked arguments (shared with the layer object)."""
-    xc = np.ascontiguousarray(x).reshape(call.core_in)
-    rc = (np.ascontiguousarray(residual).reshape(call.core_out)
-          if residual is not None else None)
+    xc = np.ascontiguousarray(x)
+    rc = np.ascontiguousarray(residual) if residual is not None else None
     if out is None:
         out = np.empty(call.out_shape, call.dtype)
+    oc = out
+    if call.core_nhwc and not call.nhwc:     # a one-pixel NCHW map
+        xc = xc.reshape(call.core_in)
+        oc = out.reshape(call.core_out)
+        rc = rc.reshape(call.core_out) if rc is not None else None
     nhwc, sh, sw, top, left, groups = call.core_geom
-    wpacked = call.pack(packs, "forward") if nhwc else None
-    threads = call.threads or _core.default_threads()
-    _core.forward(xc, wpacked, call.w2d, call.bias, rc, out.reshape(call.core_out), nhwc,
-                  sh, sw, top, left, groups, call.clamp, call.lo, call.hi, threads)
+    wpacked = None
+    if nhwc:
+        wpacked = packs.get("forward")
+        if wpacked is None:
+            wpacked = call.pack(packs, "forward")
+    _core.forward(xc, wpacked, call.w2d, call.bias, rc, oc, nhwc, sh, sw, top, left,
+                  groups, call.clamp, call.lo, call.hi,
+                  call.threads or _core.default_threads())
     return out
 
 

@@ -201,6 +201,14 @@ def overlaps(a, b):
 def check_out(out, shape, dtype, inputs):
     if out is None:
         return None
+    # The common, valid case in one cheap test; the detailed checks below
+    # only run to find the message for a bad `out`.
+    if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable):
+        for name, a in inputs.items():
+            if a is not None and overlaps(out, a):
+                raise ValueError(f"out must not overlap {name}")
+        return out
     check_like("out", out, shape, dtype, "output")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
