@@ -297,7 +297,7 @@ cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
     cdef const Geom *g = &J.g
     cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
     cdef Py_ssize_t u0 = s * J.units // J.nsplit, u1 = (s + 1) * J.units // J.nsplit
-    cdef Py_ssize_t row0, rows, n, oh, ih, op, ip, lo_, hi_, a_rs, c_rs
+    cdef Py_ssize_t row0, rows, n, oh, ih, op, ip, lo_, hi_, a_rs, c_rs, ntiles
     cdef real *scratch = NULL
     if J.masked:
         scratch = <real *>pw_scratch(J.mr * J.kc * sizeof(real) + 64)
@@ -305,8 +305,10 @@ cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
             failed[0] = 1
             return
     if g.simple:
-        row0 = it * J.mchunk
-        rows = imin(J.mchunk, g.n * g.h * g.w - row0)
+        # Item `it` takes an equal share of the row tiles (within one tile).
+        ntiles = cdiv(g.n * g.h * g.w, J.mr)
+        row0 = (it * ntiles // J.nmchunks) * J.mr
+        rows = imin(((it + 1) * ntiles // J.nmchunks) * J.mr, g.n * g.h * g.w) - row0
         nhwc_rows(J, A, C, R, M, packed, row0 * J.a_pix, row0 * J.c_pix,
                   J.a_pix, J.c_pix, rows, u0, u1, True, scratch)
         return
@@ -358,11 +360,9 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads and J.units >= nthreads:
         J.nsplit = nthreads
     if g.simple:
-        # Chunks of whole row tiles, about four per thread for balance.
-        J.mchunk = J.mr * imax(1, cdiv(cdiv(mtot, J.mr), 4 * nthreads))
-        if J.nsplit > 1:
-            J.mchunk = J.mr * cdiv(mtot, J.mr)
-        J.nmchunks = cdiv(mtot, J.mchunk)
+        # Four equal shares of the row tiles per thread: a multiple of the
+        # team, so a static schedule gives every thread the same work.
+        J.nmchunks = 1 if J.nsplit > 1 else imax(1, imin(cdiv(mtot, J.mr), 4 * nthreads))
         rowitems = J.nmchunks
     else:
         rowitems = g.n * g.ho
@@ -403,7 +403,9 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                     const real *B, real *C, const real *rowbias, const real *R,
                     const real *M, int *failed) noexcept nogil:
     cdef const Geom *g = &J.g
-    cdef Py_ssize_t rs = item % J.rsplit, it = item // J.rsplit
+    # Row pieces are outermost, so a static schedule hands each thread whole
+    # pieces across every strip (balanced even when strips are ragged).
+    cdef Py_ssize_t rs = item // (g.n * J.nstrips), it = item % (g.n * J.nstrips)
     cdef Py_ssize_t n = it // J.nstrips, s = it % J.nstrips
     cdef Py_ssize_t p0 = s * J.strip, width = imin(J.strip, g.ho * g.wo - p0)
     cdef Py_ssize_t rtot = J.rows_g * g.groups
@@ -510,14 +512,20 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # As many panels per strip as fit the L2 budget: the kernel walks all of
     # them for each row tile of weights, so the weights are read once per
     # strip and the strip itself stays in L2.
-    J.strip = J.nr * imax(1, (L2_BLOCK_BYTES // 2) // (J.ps * sizeof(real)))
-    J.strip = imin(J.strip, J.nr * cdiv(plane, J.nr))
-    J.nstrips = cdiv(plane, J.strip)
-    # Cut the rows when strips alone cannot feed every thread (small maps).
+    cdef Py_ssize_t npan = cdiv(plane, J.nr)
+    cdef Py_ssize_t strip_max = imax(1, (L2_BLOCK_BYTES // 2) // (J.ps * sizeof(real)))
+    J.nstrips = cdiv(npan, strip_max)
     J.rsplit = 1
-    if nthreads > 1 and g.n * J.nstrips < 4 * nthreads:
-        J.rsplit = imax(1, imin(cdiv(4 * nthreads, g.n * J.nstrips),
-                                rtot // (4 * <Py_ssize_t>J.mr)))
+    if nthreads > 1:
+        if g.n * npan >= 4 * nthreads:
+            # Enough pixels: at least two strips per thread.
+            J.nstrips = imax(J.nstrips, imin(npan, cdiv(2 * nthreads, g.n)))
+        else:
+            # Small maps: cut the rows (channels) into one piece per thread.
+            J.rsplit = imax(1, imin(nthreads, rtot // (2 * <Py_ssize_t>J.mr)))
+    # Equal strips of whole panels; only the last one is ragged.
+    J.strip = J.nr * cdiv(npan, J.nstrips)
+    J.nstrips = cdiv(plane, J.strip)
     items = g.n * J.nstrips * J.rsplit
     team = plan_threads(nthreads, flops, items)
     if team == 1:
@@ -920,8 +928,13 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.mhi = hi
     J.want_w = gw is not None
     J.want_b = gb is not None
-    J.chunk = DW_CHUNK
-    J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
+    # Equal chunks of at most DW_CHUNK pixels per image; a single (tall)
+    # image gets a multiple of the thread count, so every thread reduces
+    # the same number of pixels.
+    J.nchunks_img = (plane + DW_CHUNK - 1) // DW_CHUNK if plane else 0
+    if g.n == 1 and nthreads > 1 and J.nchunks_img:
+        J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
+    J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else DW_CHUNK
     J.nchunks = g.n * J.nchunks_img
     mr, nr = tile_shape(x.dtype.itemsize)
     J.mr, J.nr = mr, nr
