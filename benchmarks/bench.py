@@ -8,11 +8,16 @@ finds the installed package, not the source folder.  See benchmarks/README.md.
 import os
 
 # libgomp's idle workers spin after each parallel region; in an interleaved
-# loop they would steal the cores of whichever library runs next (OpenBLAS,
-# PyTorch's own OpenMP, XNNPACK's pthreadpool).  Must precede importing any
-# OpenMP user (pwconv, torch), since libgomp reads it once at load.
-_OMP_SET_HERE = "OMP_WAIT_POLICY" not in os.environ
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# loop a long spin would steal the cores of whichever library runs next
+# (OpenBLAS, PyTorch's own OpenMP, XNNPACK's pthreadpool), while no spin at
+# all (OMP_WAIT_POLICY=PASSIVE) makes every short layer pay a futex wake-up
+# per worker.  A bounded spin (about a hundred microseconds) keeps what a
+# real inference loop gets from back-to-back layers without starving the
+# next contender.  Must precede importing any OpenMP user (pwconv, torch),
+# since libgomp reads it once at load.
+_OMP_SET_HERE = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+if _OMP_SET_HERE:
+    os.environ["GOMP_SPINCOUNT"] = "20000"
 
 import argparse
 import contextlib
@@ -123,6 +128,12 @@ def pick(layers, quick):
     return [layers[i] for i in idx]
 
 
+def keep(args, name):
+    """pwconv always runs; --peers narrows the others (for scaling runs, where
+    two OpenMP runtimes with big teams in one process fight each other)."""
+    return args.peers is None or name.startswith("pwconv") or name in args.peers
+
+
 def build_plan(args, suites):
     plan = []
     threads = args.threads
@@ -138,7 +149,8 @@ def build_plan(args, suites):
                 for layout in layouts:
                     for t in threads:
                         names = peers.forward_contenders(layout, dtype)
-                        cont = [(n, peers.FORWARD[n][0]) for n in names]
+                        cont = [(n, peers.FORWARD[n][0]) for n in names
+                                if keep(args, n)]
                         plan.append(Config("forward", model, batch, layout, dtype,
                                            t, layers, cont, "pwconv"))
     if "fused" in args.suite and "float32" in dtypes:
@@ -161,7 +173,7 @@ def build_plan(args, suites):
             for layout in layouts:
                 for t in threads:
                     cont = [(n, b) for n, (b, lays) in peers.TRAINING.items()
-                            if layout in lays]
+                            if layout in lays and keep(args, n)]
                     plan.append(Config("training", "mobilenet_v2", batch, layout,
                                        "float32", t, mnv2, cont, "pwconv",
                                        flop_factor=3, training=True))
@@ -552,7 +564,8 @@ def render(results, args, meta):
            f"- Load average (1 min) at start {meta['load'][0]}, at end "
            f"{meta['load'][1]}: other work on the machine skews the timings, "
            "multi-threaded ones most",
-           f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+           f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+           f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
            f"{' (set by the script)' if meta['omp_set'] else ' (from the environment)'}",
            "",
            "## Method", "",
@@ -579,7 +592,7 @@ def render(results, args, meta):
            "`requires_grad` on x, w, b, grads reset to None each step.",
            "- ORT: one-node Conv model built in memory with `onnx.helper`, NCHW, "
            "`intra_op_num_threads=n`, `inter_op_num_threads=1`, sequential, "
-           "spinning off (as OMP_WAIT_POLICY=PASSIVE), output bound with IO "
+           "spinning off, output bound with IO "
            "binding.",
            "- XNNPACK: LiteRT `Interpreter(model_content=..., num_threads=n)` on "
            "a one-op CONV_2D flatbuffer (float32 weights and bias) built with "
@@ -627,6 +640,9 @@ def parse_args(argv):
                         "in proportion to their work (setup comes on top)")
     p.add_argument("--min-repeats", type=int, default=15)
     p.add_argument("--max-repeats", type=int, default=200)
+    p.add_argument("--peers", default=None,
+                   help="comma-separated contenders to run besides pwconv "
+                        "(names as in the tables, e.g. 'numpy,XNNPACK'; default: all)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 3 layers per model, 3 repeats")
     p.add_argument("--output", default=os.path.join(REPO, "BENCHMARKS.md"),
@@ -641,6 +657,8 @@ def parse_args(argv):
         p.error("--threads takes integers, e.g. 1,2")
     if not a.threads or min(a.threads) < 1:
         p.error("--threads needs positive integers")
+    if a.peers is not None:
+        a.peers = {n.strip() for n in a.peers.split(",") if n.strip()}
     if a.quick and a.repeats is None:
         a.repeats = 3
     return a
@@ -651,9 +669,10 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
     load_start = loadavg()
-    log(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} "
-        f"({'set by bench.py' if _OMP_SET_HERE else 'from the environment'}); "
-        "libgomp spin-waiting would starve the other libraries' thread pools")
+    log(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')} "
+        f"({'set by bench.py' if _OMP_SET_HERE else 'from the environment'}): "
+        "libgomp's spin-wait bounded so it does not starve the other thread pools")
     # Import the peers before pwconv is loaded, in a fixed order, so each
     # library's start-up cost is paid outside the timings.
     vers = peers.versions()

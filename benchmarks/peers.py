@@ -241,7 +241,7 @@ def ort_forward(case, threads):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Spinning workers would keep a core busy after each run and slow the next
-    # contender in the interleaved loop; this matches OMP_WAIT_POLICY=PASSIVE.
+    # contender in the interleaved loop.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(onnx_model_bytes(case), so,
                                 providers=["CPUExecutionProvider"])

@@ -357,12 +357,16 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     # walk over the weights; otherwise (7x7, 14x14 maps) split the columns so
     # each thread streams only its share of the weights.
     J.nsplit = 1
-    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads and J.units >= nthreads:
-        J.nsplit = nthreads
+    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads:
+        J.nsplit = imin(J.units, nthreads)
     if g.simple:
         # Four equal shares of the row tiles per thread: a multiple of the
-        # team, so a static schedule gives every thread the same work.
-        J.nmchunks = 1 if J.nsplit > 1 else imax(1, imin(cdiv(mtot, J.mr), 4 * nthreads))
+        # team, so a static schedule gives every thread the same work.  With
+        # the columns split too, only as many row shares as still needed.
+        if J.nsplit > 1:
+            J.nmchunks = imax(1, imin(cdiv(mtot, J.mr), cdiv(nthreads, J.nsplit)))
+        else:
+            J.nmchunks = imax(1, imin(cdiv(mtot, J.mr), 4 * nthreads))
         rowitems = J.nmchunks
     else:
         rowitems = g.n * g.ho
@@ -935,6 +939,9 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     if g.n == 1 and nthreads > 1 and J.nchunks_img:
         J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
     J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else DW_CHUNK
+    # Rounding the chunk up can leave fewer chunks than asked for; never
+    # hand out one that starts past the end.
+    J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
     J.nchunks = g.n * J.nchunks_img
     mr, nr = tile_shape(x.dtype.itemsize)
     J.mr, J.nr = mr, nr

@@ -326,3 +326,34 @@ def test_generic_path_subprocess(tmp_path):
     proc = ref.run_python(script, tmp_path, env={"PWCONV_ISA": "generic"})
     assert proc.returncode == 0 and "OK" in proc.stdout, \
         proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("num_threads", [5, 16, 64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [
+    (2, 6, 10, 5, 7, 1),     # fewer pixels than threads x chunks
+    (1, 10, 6, 3, 3, 2),
+    (3, 40, 72, 9, 9, 1),
+    (1, 64, 96, 20, 20, 1),  # enough work to wake several threads
+], ids=ref.shape_id)
+def test_more_threads_than_work(rng, shape, layout, num_threads):
+    # Work splits are computed for the requested team before it is trimmed
+    # to the work there is: every share must still be a valid range.
+    n, c_in, c_out, h, w, groups = shape
+    kw = dict(groups=groups, layout=layout)
+    case = make_case(rng, dtype=np.float32, layout=layout, n=n, c_in=c_in,
+                     c_out=c_out, h=h, w=w, groups=groups)
+    for activation in (None, "relu"):
+        y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                    activation=activation, num_threads=num_threads, **kw)
+        y_ref = ref.forward(case["x"], case["weight"], case["bias"],
+                            activation=activation, **kw)
+        assert_close(y, y_ref, k=c_in // groups)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        grads = pwconv.pointwise_conv2d_backward(
+            g, case["x"], case["weight"], activation=activation, output=y,
+            num_threads=num_threads, **kw)
+        expected = ref.backward(g, case["x"], case["weight"], activation=activation,
+                                output=y, **kw)
+        for a, e, k in zip(grads, expected, (c_out // groups, n * h * w, n * h * w)):
+            assert_close(a, e, k=k)
