@@ -614,6 +614,14 @@ def render(results, args, meta):
                     "releasing the GIL); it is set against one call on the "
                     "MobileNetV2 head layer.", ""]
         out += [render_config(c) for c in cfgs]
+    for path in args.include or []:
+        # Reports this script wrote on other machines, kept verbatim with
+        # their headings pushed down one level.
+        with open(path) as f:
+            text = f.read()
+        out += [f"## Included: {os.path.relpath(path, REPO)}", "",
+                "\n".join("#" + line if line.startswith("#") else line
+                          for line in text.splitlines()), ""]
     return "\n".join(out) + "\n"
 
 
@@ -643,6 +651,9 @@ def parse_args(argv):
     p.add_argument("--peers", default=None,
                    help="comma-separated contenders to run besides pwconv "
                         "(names as in the tables, e.g. 'numpy,XNNPACK'; default: all)")
+    p.add_argument("--include", action="append", default=None,
+                   help="append a report this script wrote elsewhere (repeatable), "
+                        "e.g. benchmarks/results/*.md from another machine")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 3 layers per model, 3 repeats")
     p.add_argument("--output", default=os.path.join(REPO, "BENCHMARKS.md"),

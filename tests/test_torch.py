@@ -10,6 +10,19 @@ import pwconv  # noqa: E402
 import reference as ref  # noqa: E402
 from reference import DTYPES, LAYOUTS, assert_close, make_case  # noqa: E402
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_on_one_thread():
+    # torch and pwconv each bring an OpenMP runtime; with both at full width
+    # on a many-core machine they oversubscribe it.  These tests compare
+    # numbers, so torch runs serially and pwconv keeps its default.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CONFIGS = [
     dict(),
     dict(stride=2, padding=1, activation="relu"),
