@@ -240,6 +240,7 @@ cdef struct NhwcJob:
     Py_ssize_t kc, ncg            # depth and columns per group
     size_t mr, nr, ps, gs         # tile, panel stride, group stride in packed
     Py_ssize_t ppg, pblock        # panels per group, panels per L2 block
+    Py_ssize_t kblock             # depth per pass over a row tile
     Py_ssize_t units, nsplit      # (group, panel) column units, pieces of them
     Py_ssize_t mchunk, nmchunks   # simple geometry: rows per item, items
     bint border                   # C at output: padding gets act(head + R)
@@ -254,13 +255,21 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
                     Py_ssize_t rows, Py_ssize_t u0, Py_ssize_t u1, bint valid,
                     real *scratch) noexcept nogil:
     """Rows [0, rows) of one uniformly strided pixel run, columns units
-    [u0, u1).  valid=False: the run lies on padding (depth 0, border only)."""
+    [u0, u1).  valid=False: the run lies on padding (depth 0, border only).
+
+    Deep layers are cut into depth blocks of J.kblock so a tile's slice of A
+    and one panel's slice of B share L1: the first block starts from the
+    panel head (bias) and adds R (residual), later blocks read the packed
+    rows in place without a head and add onto C, and only the last clamps."""
     cdef pw_gemm_params prm = J.prm
-    cdef Py_ssize_t u = u0, g, p0, p1, pb, pe, m, ncols, mr_
+    cdef pw_gemm_params first, later
+    cdef Py_ssize_t u = u0, g, p0, p1, pb, pe, m, ncols, mr_, k0, kb
+    cdef Py_ssize_t kc = J.kc if valid else 0
     cdef const real *a
     cdef const real *r
+    cdef const real *pk
     cdef real *c
-    prm.kc = J.kc if valid else 0
+    cdef bint last
     prm.panel_stride = J.ps
     prm.c_rs = c_rs
     prm.r_rs = c_rs
@@ -272,21 +281,38 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
         while pb < p1:
             pe = imin(p1, pb + J.pblock)
             ncols = imin(J.ncg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
-            m = 0
-            while m < rows:
-                mr_ = imin(J.mr, rows - m)
-                a = A + a_off + m * a_rs + g * J.a_goff if valid else NULL
-                prm.a_rs = a_rs
-                if J.masked and valid:
-                    copy_grad(scratch, J.kc, 1, a, a_rs, 1, mr_, J.kc,
-                              M + a_off + m * a_rs + g * J.a_goff,
-                              J.mlo, J.mhi, NULL)
-                    a = scratch
-                    prm.a_rs = J.kc
-                c = C + c_off + m * c_rs + g * J.c_goff + pb * <Py_ssize_t>J.nr
-                r = R + (c - C) if R != NULL else NULL
-                gemm(mr_, ncols, a, packed + g * J.gs + pb * J.ps, c, NULL, r, &prm)
-                m += mr_
+            pk = packed + g * J.gs + pb * J.ps
+            k0 = 0
+            while True:
+                kb = imin(J.kblock, kc - k0)
+                last = k0 + kb >= kc
+                first = prm
+                first.kc = kb
+                first.clamp = prm.clamp if last else 0
+                later = first
+                later.b_ks = J.nr            # packed rows, read past the head
+                m = 0
+                while m < rows:
+                    mr_ = imin(J.mr, rows - m)
+                    a = A + a_off + m * a_rs + g * J.a_goff + k0 if valid else NULL
+                    first.a_rs = later.a_rs = a_rs
+                    if J.masked and valid:
+                        copy_grad(scratch, kb, 1, a, a_rs, 1, mr_, kb,
+                                  M + a_off + m * a_rs + g * J.a_goff + k0,
+                                  J.mlo, J.mhi, NULL)
+                        a = scratch
+                        first.a_rs = later.a_rs = kb
+                    c = C + c_off + m * c_rs + g * J.c_goff + pb * <Py_ssize_t>J.nr
+                    if k0 == 0:
+                        r = R + (c - C) if R != NULL else NULL
+                        gemm(mr_, ncols, a, pk, c, NULL, r, &first)
+                    else:
+                        gemm(mr_, ncols, a, pk + (1 + k0) * <Py_ssize_t>J.nr, c,
+                             NULL, c, &later)
+                    m += mr_
+                k0 += kb
+                if k0 >= kc:
+                    break
             pb = pe
         u += p1 - p0
 
@@ -351,7 +377,10 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.ppg = cdiv(J.ncg, J.nr)
     J.gs = J.ppg * J.ps
-    J.pblock = imax(1, L2_BLOCK_BYTES // (J.ps * sizeof(real)))
+    # Depth blocks of 1 KB per A row (256 floats): with the 6 (or 7) rows
+    # of a tile and one panel's 16 (or 32) columns they fit L1 together.
+    J.kblock = 1024 // sizeof(real)
+    J.pblock = imax(1, L2_BLOCK_BYTES // (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
     J.units = J.ppg * g.groups
     # Split pixels when each thread gets enough row tiles to amortise its
     # walk over the weights; otherwise (7x7, 14x14 maps) split the columns so

@@ -83,45 +83,31 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
     /* A's k stride: 1 normally, C_out when grad weight reads grad output
      * in place (one pixel's channels are then the broadcast rows). */
     const ptrdiff_t aks = p->a_ks ? p->a_ks : 1;
-    ptrdiff_t ak = 0;
-    size_t k0 = 0;
-    if (!half && !direct && aks == 1) {
-        /* The common case with constant strides, unrolled by two so the
-         * loop overhead is paid once per 24 FMAs (about 8% faster here). */
-        for (; k0 + 2 <= kc; k0 += 2, b += 32) {
-            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-            const __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++) {
-                const __m256 a = _mm256_broadcast_ss(rows[i] + k0);
-                acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);
-            }
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++) {
-                const __m256 a = _mm256_broadcast_ss(rows[i] + k0 + 1);
-                acc0[i] = _mm256_fmadd_ps(a, b2, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(a, b3, acc1[i]);
-            }
-        }
-        ak = (ptrdiff_t)k0;
+    /* The step over k is a macro argument so the common unit stride keeps
+     * one shared index register instead of one pointer bump per row. */
+#define K_LOOP_m256(AK_STEP)                                                \
+    for (size_t k = 0, ak = 0; k < kc; k++, b += bstep, ak += (AK_STEP)) {    \
+        const __m256 b0 = _mm256_loadu_ps(b);                                                \
+        if (half) {                                                            \
+            _Pragma("GCC unroll 6")                                            \
+            for (size_t i = 0; i < MRC; i++)                                   \
+                acc0[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[i] + ak), b0, acc0[i]);              \
+        } else {                                                              \
+            const __m256 b1 = _mm256_loadu_ps(b + 8);                                      \
+            _Pragma("GCC unroll 6")                                            \
+            for (size_t i = 0; i < MRC; i++) {                                 \
+                const __m256 a = _mm256_broadcast_ss(rows[i] + ak);                              \
+                acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);                               \
+                acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);                               \
+            }                                                                 \
+        }                                                                     \
     }
-    for (size_t k = k0; k < kc; k++, b += bstep, ak += aks) {
-        const __m256 b0 = _mm256_loadu_ps(b);
-        if (half) {
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++)
-                acc0[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[i] + ak), b0, acc0[i]);
-        } else {
-            const __m256 b1 = _mm256_loadu_ps(b + 8);
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++) {
-                const __m256 a = _mm256_broadcast_ss(rows[i] + ak);
-                acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);
-            }
-        }
+    if (aks == 1) {
+        K_LOOP_m256(1)
+    } else {
+        K_LOOP_m256((size_t)aks)
     }
+#undef K_LOOP_m256
     const __m256 lo = _mm256_set1_ps((float)p->lo), hi = _mm256_set1_ps((float)p->hi);
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++) {
@@ -217,43 +203,31 @@ INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
     const double *b = direct ? panel : panel + 8;
     const size_t kc = p->kc;
     const ptrdiff_t aks = p->a_ks ? p->a_ks : 1;
-    ptrdiff_t ak = 0;
-    size_t k0 = 0;
-    if (!half && !direct && aks == 1) {
-        for (; k0 + 2 <= kc; k0 += 2, b += 16) {
-            const __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4);
-            const __m256d b2 = _mm256_loadu_pd(b + 8), b3 = _mm256_loadu_pd(b + 12);
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++) {
-                const __m256d a = _mm256_broadcast_sd(rows[i] + k0);
-                acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);
-                acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);
-            }
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++) {
-                const __m256d a = _mm256_broadcast_sd(rows[i] + k0 + 1);
-                acc0[i] = _mm256_fmadd_pd(a, b2, acc0[i]);
-                acc1[i] = _mm256_fmadd_pd(a, b3, acc1[i]);
-            }
-        }
-        ak = (ptrdiff_t)k0;
+    /* The step over k is a macro argument so the common unit stride keeps
+     * one shared index register instead of one pointer bump per row. */
+#define K_LOOP_m256d(AK_STEP)                                                \
+    for (size_t k = 0, ak = 0; k < kc; k++, b += bstep, ak += (AK_STEP)) {    \
+        const __m256d b0 = _mm256_loadu_pd(b);                                                \
+        if (half) {                                                            \
+            _Pragma("GCC unroll 6")                                            \
+            for (size_t i = 0; i < MRC; i++)                                   \
+                acc0[i] = _mm256_fmadd_pd(_mm256_broadcast_sd(rows[i] + ak), b0, acc0[i]);              \
+        } else {                                                              \
+            const __m256d b1 = _mm256_loadu_pd(b + 4);                                      \
+            _Pragma("GCC unroll 6")                                            \
+            for (size_t i = 0; i < MRC; i++) {                                 \
+                const __m256d a = _mm256_broadcast_sd(rows[i] + ak);                              \
+                acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);                               \
+                acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);                               \
+            }                                                                 \
+        }                                                                     \
     }
-    for (size_t k = k0; k < kc; k++, b += bstep, ak += aks) {
-        const __m256d b0 = _mm256_loadu_pd(b);
-        if (half) {
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++)
-                acc0[i] = _mm256_fmadd_pd(_mm256_broadcast_sd(rows[i] + ak), b0, acc0[i]);
-        } else {
-            const __m256d b1 = _mm256_loadu_pd(b + 4);
-#pragma GCC unroll 6
-            for (size_t i = 0; i < MRC; i++) {
-                const __m256d a = _mm256_broadcast_sd(rows[i] + ak);
-                acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);
-                acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);
-            }
-        }
+    if (aks == 1) {
+        K_LOOP_m256d(1)
+    } else {
+        K_LOOP_m256d((size_t)aks)
     }
+#undef K_LOOP_m256d
     const __m256d lo = _mm256_set1_pd(p->lo), hi = _mm256_set1_pd(p->hi);
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++) {

@@ -19,8 +19,10 @@
  * Direct B (b_ks != 0): B is read in place instead of packed: row k of
  * panel p is at packed + p*panel_stride + k*b_ks (no head row; the
  * accumulators start at zero).  The NCHW drivers use it to read input plane
- * rows without copying them; they only pass full panels this way (nc a
- * multiple of NR), so no load runs past the real columns.
+ * rows without copying them, and the NHWC driver to resume a packed panel
+ * past its head for a later depth block (b_ks = NR).  Drivers pass it only
+ * where every row holds NR readable values: whole panels in place (nc a
+ * multiple of NR), or zero-padded packed rows (any nc).
  *
  * Accumulation order is fixed (head, then k ascending with FMA, then
  * row_bias, then R, then clamp) so results are bitwise repeatable.
