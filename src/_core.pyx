@@ -427,6 +427,7 @@ cdef struct NchwJob:
     size_t mr, nr, ps
     Py_ssize_t strip, nstrips     # pixels per strip, strips per image
     Py_ssize_t rsplit             # pieces the C rows are cut into
+    Py_ssize_t kblock             # depth per pass over the row tiles
     bint masked
     double mlo, mhi
     pw_gemm_params prm
@@ -463,6 +464,9 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     cdef const real *msk
     cdef pw_gemm_params prm = J.prm
     cdef pw_gemm_params dprm = J.prm
+    cdef pw_gemm_params lprm = J.prm
+    cdef Py_ssize_t gstart, kblock, k0, kb
+    cdef bint last
     full = (width // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if direct else 0
     tail = width - full
     panels_bytes = cdiv(tail, J.nr) * J.ps * sizeof(real)
@@ -485,6 +489,10 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     dprm.a_rs = J.kc
     dprm.panel_stride = J.nr
     dprm.b_ks = J.b_plane
+    lprm.kc = J.kc
+    lprm.a_rs = J.kc
+    lprm.panel_stride = J.ps
+    lprm.b_ks = J.nr
     row = r0
     while row < r1:
         grp = row // J.rows_g
@@ -501,35 +509,57 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
             src = B + (n * J.b_planes + grp * J.kc) * J.b_plane
             pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 0, NULL, joff,
                  <real *>NULL, <real *>NULL, 0, 0)
-        while row < rend:
-            mr_ = imin(J.mr, rend - row)
-            if scatter:
-                cbase = tile
-                c_rs = width
-            else:
-                cbase = C + (n * J.c_planes + row) * J.c_plane + p0
-                c_rs = J.c_plane
-            prm.c_rs = dprm.c_rs = c_rs
-            prm.r_rs = dprm.r_rs = c_rs
-            if full:
-                gemm(mr_, full, A + row * J.kc, src, cbase,
-                     rowbias + row if rowbias != NULL else NULL,
-                     R + (cbase - C) if R != NULL and not scatter else NULL, &dprm)
-            if tail:
-                c = cbase + full
-                gemm(mr_, tail, A + row * J.kc, bp, c,
-                     rowbias + row if rowbias != NULL else NULL,
-                     R + (c - C) if R != NULL and not scatter else NULL, &prm)
-            if scatter:
-                # Each input pixel is read by at most one output pixel of a
-                # 1x1 conv, so the scatter assigns; the rest stays zero.
-                c = C + (n * J.c_planes + row) * J.c_plane
-                for i in range(mr_):
-                    for j in range(width):
-                        off = joff[j]
-                        if off >= 0:
-                            c[i * J.c_plane + off] = tile[i * width + j]
-            row += mr_
+        # Depth blocks as in the NHWC driver: the first adds row bias and
+        # residual, later ones add onto C (B resumes past the packed head
+        # with b_ks = NR, or further down the plane rows in place), only the
+        # last clamps.  The scatter path keeps one block: its tile is
+        # per row tile.
+        gstart = row
+        kblock = J.kc if scatter else J.kblock
+        k0 = 0
+        while True:
+            kb = imin(kblock, J.kc - k0)
+            last = k0 + kb >= J.kc
+            prm.kc = dprm.kc = lprm.kc = kb
+            prm.clamp = dprm.clamp = lprm.clamp = J.prm.clamp if last else 0
+            row = gstart
+            while row < rend:
+                mr_ = imin(J.mr, rend - row)
+                if scatter:
+                    cbase = tile
+                    c_rs = width
+                else:
+                    cbase = C + (n * J.c_planes + row) * J.c_plane + p0
+                    c_rs = J.c_plane
+                prm.c_rs = dprm.c_rs = lprm.c_rs = c_rs
+                prm.r_rs = dprm.r_rs = lprm.r_rs = c_rs
+                if full:
+                    gemm(mr_, full, A + row * J.kc + k0, src + k0 * J.b_plane, cbase,
+                         rowbias + row if rowbias != NULL and k0 == 0 else NULL,
+                         (R + (cbase - C) if R != NULL and not scatter else NULL)
+                         if k0 == 0 else cbase, &dprm)
+                if tail:
+                    c = cbase + full
+                    if k0 == 0:
+                        gemm(mr_, tail, A + row * J.kc, bp, c,
+                             rowbias + row if rowbias != NULL else NULL,
+                             R + (c - C) if R != NULL and not scatter else NULL, &prm)
+                    else:
+                        gemm(mr_, tail, A + row * J.kc + k0,
+                             bp + (1 + k0) * <Py_ssize_t>J.nr, c, NULL, c, &lprm)
+                if scatter:
+                    # Each input pixel is read by at most one output pixel of
+                    # a 1x1 conv, so the scatter assigns; the rest stays zero.
+                    c = C + (n * J.c_planes + row) * J.c_plane
+                    for i in range(mr_):
+                        for j in range(width):
+                            off = joff[j]
+                            if off >= 0:
+                                c[i * J.c_plane + off] = tile[i * width + j]
+                row += mr_
+            k0 += kb
+            if k0 >= J.kc:
+                break
 
 
 cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
@@ -542,11 +572,13 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.mr = tile_mr(C)
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
-    # As many panels per strip as fit the L2 budget: the kernel walks all of
-    # them for each row tile of weights, so the weights are read once per
-    # strip and the strip itself stays in L2.
+    J.kblock = 1024 // sizeof(real)
+    # As many panels per strip as keep one depth block of them in half the
+    # L2 budget: the kernel walks all of them for each row tile of weights,
+    # so the weights are read once per strip and the strip stays in L2.
     cdef Py_ssize_t npan = cdiv(plane, J.nr)
-    cdef Py_ssize_t strip_max = imax(1, (L2_BLOCK_BYTES // 2) // (J.ps * sizeof(real)))
+    cdef Py_ssize_t strip_max = imax(1, (L2_BLOCK_BYTES // 2) //
+                                     (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
     J.nstrips = cdiv(npan, strip_max)
     J.rsplit = 1
     if nthreads > 1:
