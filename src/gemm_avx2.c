@@ -44,6 +44,13 @@ INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
         _mm256_storeu_ps(c + 8, v1);
         return;
     }
+    if (ncols == 8) {
+        /* Half a panel, as C_out % 16 == 8 leaves (MobileNet's 24, 40...). */
+        if (r) v0 = _mm256_add_ps(v0, _mm256_loadu_ps(r));
+        if (clamp) v0 = _mm256_max_ps(lo, _mm256_min_ps(hi, v0));
+        _mm256_storeu_ps(c, v0);
+        return;
+    }
     /* Column remainder: go through a stack tile so no load or store touches
      * memory past the ncols real columns. */
     float tmp[16];
@@ -170,6 +177,12 @@ INLINE void epilogue_f64(double *c, const double *r, __m256d v0, __m256d v1,
         }
         _mm256_storeu_pd(c, v0);
         _mm256_storeu_pd(c + 4, v1);
+        return;
+    }
+    if (ncols == 4) {
+        if (r) v0 = _mm256_add_pd(v0, _mm256_loadu_pd(r));
+        if (clamp) v0 = _mm256_max_pd(lo, _mm256_min_pd(hi, v0));
+        _mm256_storeu_pd(c, v0);
         return;
     }
     double tmp[8];
