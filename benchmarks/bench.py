@@ -18,6 +18,12 @@ import os
 _OMP_SET_HERE = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
 if _OMP_SET_HERE:
     os.environ["GOMP_SPINCOUNT"] = "20000"
+# OpenBLAS's workers spin for about 2^28 cycles (a tenth of a second) after
+# every call by default; on a 2-core machine that keeps the other core busy
+# through the next contender's whole turn, whatever it is.  2^4 cycles makes
+# them sleep at once, as the other libraries' pools soon do.
+_OPENBLAS_SET_HERE = "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse
 import contextlib
@@ -226,6 +232,9 @@ def check(cfg, case, name, runner):
     return err
 
 
+BURST = 4   # calls per contender turn when several threads run
+
+
 def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
     undo = peers.set_global_threads(cfg.threads)
     try:
@@ -261,7 +270,14 @@ def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
                 r.fn()
                 est[cname] = max(1, time.perf_counter_ns() - t0)
                 inner[cname] = max(1, MIN_SAMPLE_NS // est[cname])
-            round_ns = sum(est[c] * inner[c] for c in est)
+            # With a team of threads each turn is a burst of calls, each timed
+            # on its own: the first call after another library ran may wait
+            # for that library's spinning workers to give the cores back (on
+            # a 2-core machine for milliseconds); the median over bursts then
+            # reflects back-to-back calls, as in a real inference loop, while
+            # the libraries still alternate throughout the run.
+            burst = BURST if cfg.threads > 1 else 1
+            round_ns = sum(est[c] * inner[c] for c in est) * burst
             if fixed_repeats:
                 reps = fixed_repeats
             else:
@@ -275,16 +291,17 @@ def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
                     k = rep % len(runners)
                     for cname, r in runners[k:] + runners[:k]:
                         fn, m = r.fn, inner[cname]
-                        if m == 1:
-                            t0 = time.perf_counter_ns()
-                            fn()
-                            t1 = time.perf_counter_ns()
-                        else:
-                            t0 = time.perf_counter_ns()
-                            for _ in range(m):
+                        for _ in range(burst):
+                            if m == 1:
+                                t0 = time.perf_counter_ns()
                                 fn()
-                            t1 = time.perf_counter_ns()
-                        samples[cname].append((t1 - t0) / m)
+                                t1 = time.perf_counter_ns()
+                            else:
+                                t0 = time.perf_counter_ns()
+                                for _ in range(m):
+                                    fn()
+                                t1 = time.perf_counter_ns()
+                            samples[cname].append((t1 - t0) / m)
             finally:
                 gc.enable()
             med = {c: statistics.median(v) for c, v in samples.items()}
@@ -566,9 +583,15 @@ def render(results, args, meta):
            "multi-threaded ones most",
            f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
-           f"{' (set by the script)' if meta['omp_set'] else ' (from the environment)'}",
+           f"{' (set by the script)' if meta['omp_set'] else ' (from the environment)'}; "
+           f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}"
+           f"{' (set by the script)' if _OPENBLAS_SET_HERE else ' (from the environment)'}",
            "",
            "## Method", "",
+           "With more than one thread, each turn is a burst of "
+           f"{BURST} calls, each timed and kept as a sample, so a library whose "
+           "workers were still spinning when the next one started does not set "
+           "the median. "
            "All contenders run in one process, interleaved: for each layer, after "
            "a first call (checked once against a float64 numpy reference) and a "
            "second, estimating call, each repeat times one call of every "
