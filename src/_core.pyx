@@ -93,14 +93,16 @@ cdef inline void pack(real *dst, size_t nr, size_t ps, size_t kc, size_t ncols,
         pw_pack_f64(dst, nr, ps, kc, ncols, src, ks, js, koff, joff, head, mask, lo, hi)
 
 
-cdef inline void copy_grad(real *dst, Py_ssize_t dps, Py_ssize_t dcs,
-                           const real *src, Py_ssize_t sps, Py_ssize_t scs,
-                           size_t np_, size_t nch, const real *mask, double lo,
-                           double hi, double *sums) noexcept nogil:
+cdef inline void mask_rows(real *dst, Py_ssize_t dst_rs, const real *src,
+                           Py_ssize_t src_rs, size_t rows, size_t cols,
+                           const real *mask, double lo, double hi,
+                           double *col_sums, double *row_sums) noexcept nogil:
     if real is float:
-        pw_copy_grad_f32(dst, dps, dcs, src, sps, scs, np_, nch, mask, lo, hi, sums)
+        pw_mask_rows_f32(dst, dst_rs, src, src_rs, rows, cols, mask, lo, hi,
+                         col_sums, row_sums)
     else:
-        pw_copy_grad_f64(dst, dps, dcs, src, sps, scs, np_, nch, mask, lo, hi, sums)
+        pw_mask_rows_f64(dst, dst_rs, src, src_rs, rows, cols, mask, lo, hi,
+                         col_sums, row_sums)
 
 
 cdef inline size_t tile_mr(real *dummy) noexcept nogil:
@@ -178,11 +180,6 @@ cdef int plan_threads(Py_ssize_t requested, double flops,
     return <int>imax(1, imin(imin(requested, items), useful))
 
 
-def panel_stride(Py_ssize_t kc, Py_ssize_t itemsize):
-    mr, nr = tile_shape(itemsize)
-    return int(pw_panel_stride(kc, nr))
-
-
 # ------------------------------------------------------------ weight packing
 
 def pack_panels(object w, object bias, Py_ssize_t groups, bint transposed,
@@ -242,7 +239,7 @@ cdef struct NhwcJob:
     Py_ssize_t ppg, pblock        # panels per group, panels per L2 block
     Py_ssize_t kblock             # depth per pass over a row tile
     Py_ssize_t units, nsplit      # (group, panel) column units, pieces of them
-    Py_ssize_t mchunk, nmchunks   # simple geometry: rows per item, items
+    Py_ssize_t nmchunks           # simple geometry: row shares (items)
     bint border                   # C at output: padding gets act(head + R)
     bint masked                   # A is zeroed where M is outside (mlo, mhi)
     double mlo, mhi
@@ -297,9 +294,9 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
                     a = A + a_off + m * a_rs + g * J.a_goff + k0 if valid else NULL
                     first.a_rs = later.a_rs = a_rs
                     if J.masked and valid:
-                        copy_grad(scratch, kb, 1, a, a_rs, 1, mr_, kb,
+                        mask_rows(scratch, kb, a, a_rs, mr_, kb,
                                   M + a_off + m * a_rs + g * J.a_goff + k0,
-                                  J.mlo, J.mhi, NULL)
+                                  J.mlo, J.mhi, NULL, NULL)
                         a = scratch
                         first.a_rs = later.a_rs = kb
                     c = C + c_off + m * c_rs + g * J.c_goff + pb * <Py_ssize_t>J.nr
@@ -482,17 +479,13 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
             joff[j] = input_offset(g, p0 + j)
     if scatter:
         tile = <real *>(buf + panels_bytes + width * sizeof(Py_ssize_t) + 64)
-    prm.kc = J.kc
     prm.a_rs = J.kc
     prm.panel_stride = J.ps
-    dprm.kc = J.kc
-    dprm.a_rs = J.kc
+    lprm = prm                      # packed rows resumed past the head
+    lprm.b_ks = J.nr
+    dprm = prm                      # whole panels read in place
     dprm.panel_stride = J.nr
     dprm.b_ks = J.b_plane
-    lprm.kc = J.kc
-    lprm.a_rs = J.kc
-    lprm.panel_stride = J.ps
-    lprm.b_ks = J.nr
     row = r0
     while row < r1:
         grp = row // J.rows_g
@@ -747,18 +740,6 @@ cdef struct DwJob:
     double mlo, mhi
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
-
-
-cdef inline void mask_rows(real *dst, Py_ssize_t dst_rs, const real *src,
-                           Py_ssize_t src_rs, size_t rows, size_t cols,
-                           const real *mask, double lo, double hi,
-                           double *col_sums, double *row_sums) noexcept nogil:
-    if real is float:
-        pw_mask_rows_f32(dst, dst_rs, src, src_rs, rows, cols, mask, lo, hi,
-                         col_sums, row_sums)
-    else:
-        pw_mask_rows_f64(dst, dst_rs, src, src_rs, rows, cols, mask, lo, hi,
-                         col_sums, row_sums)
 
 
 cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps,

@@ -47,15 +47,6 @@ cdef extern from "pw_pack.h" nogil:
                      Py_ssize_t j_stride, const Py_ssize_t *k_off,
                      const Py_ssize_t *j_off, const double *head,
                      const double *mask, double lo, double hi)
-    void pw_copy_grad_f32(float *dst, Py_ssize_t dst_ps, Py_ssize_t dst_cs,
-                          const float *src, Py_ssize_t src_ps, Py_ssize_t src_cs,
-                          size_t np, size_t nch, const float *mask, double lo,
-                          double hi, double *sums)
-    void pw_copy_grad_f64(double *dst, Py_ssize_t dst_ps, Py_ssize_t dst_cs,
-                          const double *src, Py_ssize_t src_ps, Py_ssize_t src_cs,
-                          size_t np, size_t nch, const double *mask, double lo,
-                          double hi, double *sums)
-
     void pw_mask_rows_f32(float *dst, Py_ssize_t dst_rs, const float *src,
                           Py_ssize_t src_rs, size_t rows, size_t cols,
                           const float *mask, double lo, double hi,

@@ -103,30 +103,6 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
 DEFINE_PACK(pw_pack_f32, float, copy_row_f32)
 DEFINE_PACK(pw_pack_f64, double, copy_row_f64)
 
-#define DEFINE_COPY_GRAD(NAME, T)                                              \
-void NAME(T *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs, const T *src,            \
-          ptrdiff_t src_ps, ptrdiff_t src_cs, size_t np, size_t nch,           \
-          const T *mask, double lo, double hi, double *sums)                   \
-{                                                                              \
-    const T tlo = (T)lo, thi = (T)hi;                                          \
-    for (size_t p = 0; p < np; p++) {                                          \
-        const T *s = src + (ptrdiff_t)p * src_ps;                              \
-        const T *m = mask ? mask + (ptrdiff_t)p * src_ps : NULL;               \
-        T *d = dst + (ptrdiff_t)p * dst_ps;                                    \
-        for (size_t c = 0; c < nch; c++) {                                     \
-            T v = s[(ptrdiff_t)c * src_cs];                                    \
-            if (m) {                                                           \
-                const T mv = m[(ptrdiff_t)c * src_cs];                         \
-                if (!(mv > tlo && mv < thi)) v = 0;                            \
-            }                                                                  \
-            d[(ptrdiff_t)c * dst_cs] = v;                                      \
-            if (sums) sums[c] += v;                                            \
-        }                                                                      \
-    }                                                                          \
-}
-
-DEFINE_COPY_GRAD(pw_copy_grad_f32, float)
-DEFINE_COPY_GRAD(pw_copy_grad_f64, double)
 
 /* Written so that GCC vectorises every loop: branch-free selects, column
  * sums kept in a block of T accumulators (contiguous adds), row sums in

@@ -29,22 +29,11 @@ void pw_pack_f64(double *dst, size_t nr, size_t panel_stride, size_t kc,
                  const ptrdiff_t *j_off, const double *head,
                  const double *mask, double lo, double hi);
 
-/* dst[c*dst_cs + p*dst_ps] = g(src[p*src_ps + c*src_cs]) for p < np, c < nch,
+/* Row by row, without transposing: dst[r*dst_rs + c] = g(src[r*src_rs + c]),
  * where g zeroes the value unless lo < mask[same offset] < hi (mask may be
- * NULL).  When sums is non-NULL, sums[c] += g(...) in p order (grad bias). */
-void pw_copy_grad_f32(float *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs,
-                      const float *src, ptrdiff_t src_ps, ptrdiff_t src_cs,
-                      size_t np, size_t nch, const float *mask, double lo,
-                      double hi, double *sums);
-void pw_copy_grad_f64(double *dst, ptrdiff_t dst_ps, ptrdiff_t dst_cs,
-                      const double *src, ptrdiff_t src_ps, ptrdiff_t src_cs,
-                      size_t np, size_t nch, const double *mask, double lo,
-                      double hi, double *sums);
-
-/* Row by row, without transposing: dst[r*dst_rs + c] = g(src[r*src_rs + c])
- * (g as above; dst may be NULL when only the sums are wanted), adding each
- * value to col_sums[c] and/or row_sums[r] when those are non-NULL.  With dst
- * NULL, row sums still honour the mask, column sums do not. */
+ * NULL; dst may be NULL when only the sums are wanted), adding each value to
+ * col_sums[c] and/or row_sums[r] when those are non-NULL.  With dst NULL,
+ * row sums still honour the mask, column sums do not. */
 void pw_mask_rows_f32(float *dst, ptrdiff_t dst_rs, const float *src,
                       ptrdiff_t src_rs, size_t rows, size_t cols,
                       const float *mask, double lo, double hi,
@@ -55,7 +44,7 @@ void pw_mask_rows_f64(double *dst, ptrdiff_t dst_rs, const double *src,
                       double *col_sums, double *row_sums);
 
 /* Grad weight's A in NHWC: grad output (kq pixels src_ps apart, nch
- * channels each), masked like pw_copy_grad, regrouped per tile of mr
+ * channels each), masked like pw_mask_rows, regrouped per tile of mr
  * channels as dst[(t*kq + q)*mr + i]; rows past nch are zero.  Column sums
  * of the masked values go to col_sums when it is non-NULL. */
 void pw_pack_a_f32(float *dst, size_t mr, const float *src, ptrdiff_t src_ps,
