@@ -16,19 +16,13 @@ def aligned_empty(n, dtype):
     return raw[skip:skip + n]
 
 
-def pack_forward(w2d, bias, groups):
-    """B panels of the forward NHWC GEMM, bias in each panel's head."""
+def pack_panels(w2d, groups, bias=None, transposed=False):
+    """B panels of an NHWC GEMM: the forward pass's (k = C_in, bias in each
+    panel's head) or, transposed, grad input's (k = C_out, zero head)."""
     c_out, kg = w2d.shape
-    dst = aligned_empty(_core.packed_size(c_out, kg, groups, False, w2d.itemsize), w2d.dtype)
-    _core.pack_panels(w2d, bias, groups, False, dst)
-    return dst
-
-
-def pack_grad_input(w2d, groups):
-    """B panels of the NHWC grad-input GEMM (weights as stored: k = C_out)."""
-    c_out, kg = w2d.shape
-    dst = aligned_empty(_core.packed_size(c_out, kg, groups, True, w2d.itemsize), w2d.dtype)
-    _core.pack_panels(w2d, None, groups, True, dst)
+    size = _core.packed_size(c_out, kg, groups, transposed, w2d.itemsize)
+    dst = aligned_empty(size, w2d.dtype)
+    _core.pack_panels(w2d, bias, groups, transposed, dst)
     return dst
 
 
@@ -89,9 +83,9 @@ class Call:
         packed = packs.get(kind)
         if packed is None:
             if kind == "forward":
-                packed = pack_forward(self.w2d, self.bias, self.groups)
+                packed = pack_panels(self.w2d, self.groups, bias=self.bias)
             elif kind == "grad_input_nhwc":
-                packed = pack_grad_input(self.w2d, self.groups)
+                packed = pack_panels(self.w2d, self.groups, transposed=True)
             else:
                 packed = transpose_weight(self.w2d, self.groups)
             packs[kind] = packed

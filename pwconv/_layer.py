@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import _validate as v
-from ._functional import Call, pack_forward, run_backward, run_forward
+from ._functional import Call, pack_panels, run_backward, run_forward
 
 __all__ = ["PointwiseConv2d"]
 
@@ -110,7 +110,7 @@ class PointwiseConv2d:
         # does not pay for it.
         self._packs = {}
         if self.layout == "NHWC":
-            self._packs["forward"] = pack_forward(self._weight, self._bias, self.groups)
+            self._packs["forward"] = pack_panels(self._weight, self.groups, bias=self._bias)
 
     # -- passes ---------------------------------------------------------------
 

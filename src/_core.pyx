@@ -999,7 +999,8 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     if J.team == 1 and gw is not None and not J.tmode:
         partials = gw.reshape(1, g.cout, g.kg)   # one thread writes in place
     else:
-        partials = np.zeros((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
+        # Every thread's first chunk overwrites its whole partial (no R).
+        partials = np.empty((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
     bsums = np.zeros((J.team, g.cout), dtype=np.float64)
     if J.nchunks:
         if x.dtype == np.float32:
