@@ -261,21 +261,22 @@ def test_hypothesis_strided_views(problem, x_kind, other_kind):
     assert_close(y, expected, k=k)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("padding", [0, 1, (0, 1, 0, 1), (1, 0, 0, 0)])
 @pytest.mark.parametrize("stride", [1, 3])
-def test_single_pixel_maps_in_both_layouts(padding, stride):
+def test_single_pixel_maps_in_both_layouts(padding, stride, dtype):
     # A one-pixel NCHW map is routed through the NHWC kernels; that is only
     # right when its output pixel reads its input pixel, not padding.
     rng = np.random.default_rng(7)
     for layout in ("NCHW", "NHWC"):
         shape = (3, 5, 1, 1) if layout == "NCHW" else (3, 1, 1, 5)
-        x = rng.standard_normal(shape).astype(np.float32)
-        w = rng.standard_normal((4, 5)).astype(np.float32)
-        b = rng.standard_normal(4).astype(np.float32)
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((4, 5)).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
         y = pwconv.pointwise_conv2d(x, w, b, stride=stride, padding=padding, layout=layout)
         expected = ref.forward(x, w, b, stride=stride, padding=padding, layout=layout)
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
-        g = rng.standard_normal(y.shape).astype(np.float32)
+        g = rng.standard_normal(y.shape).astype(dtype)
         gx, gw, gb = pwconv.pointwise_conv2d_backward(g, x, w, stride=stride,
                                                       padding=padding, layout=layout)
         rx, rw, rb = ref.backward(g, x, w, stride=stride, padding=padding,
