@@ -44,8 +44,9 @@ def _blas_threads(n):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        yield ("numpy's BLAS runs with its own thread count (install threadpoolctl "
-               "to match it to --threads)")
+        yield ("WARNING: threadpoolctl is not installed, so numpy's BLAS runs with its "
+               "own thread count and the ratios below are not like for like "
+               "(pip install threadpoolctl, or the `bench` extra)")
         return
     with threadpool_limits(limits=n, user_api="blas"):
         yield f"numpy's BLAS limited to {n} thread(s) with threadpoolctl"
