@@ -25,6 +25,9 @@ cdef const pw_isa *ISA = pw_isa_best()
 cdef size_t L2_BLOCK_BYTES = 256 * 1024
 # Pixels a grad-weight chunk reduces before its partial is written back.
 cdef Py_ssize_t DW_CHUNK = 256
+# Grad weight packs NHWC input rows once this many output channels (row
+# tiles of the GEMM) reuse them; measured on MobileNetV2 shapes.
+cdef Py_ssize_t DW_PACK_MIN_ROWS = 64
 # Flops each thread of a team must get (about 10 us of one core).
 cdef double MIN_PARALLEL_FLOPS = 1e6
 
@@ -775,8 +778,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef real *c
     cdef bint first = True
     # NHWC input rows are read in place as B (whole panels, rows C_in apart)
-    # when every output pixel reads the input pixel of the same index.
-    cdef bint direct = J.nhwc and g.simple
+    # when every output pixel reads the input pixel of the same index and
+    # few row tiles would reuse a packed copy; otherwise packed panels,
+    # whose rows are contiguous, read faster than long-strided rows.
+    cdef bint direct = J.nhwc and g.simple and g.ng < DW_PACK_MIN_ROWS
     cdef pw_gemm_params prm, dprm
     if buf == NULL:
         failed[0] = 1
@@ -795,19 +800,14 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         prm.r_rs = g.ng
         prm.a_rs = 1 if J.nhwc else plane
         prm.a_ks = J.mr if J.nhwc else 1
-        full = (g.ng // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if J.nhwc else 0
-        tail = g.ng - full
     for ci in range(c0, c1):
         n = ci // J.nchunks_img
         q0 = (ci % J.nchunks_img) * J.chunk
         kq = imin(J.chunk, plane - q0)
         if J.tmode and J.nhwc:
-            # Few input channels, no mask: pack the input (rows = input
-            # channels, tiles of MR) and read grad output in place as B.
+            # Few input channels, no mask: regroup the input (rows = input
+            # channels, tiles of MR) as A and pack grad output into panels.
             prm.kc = kq
-            dprm = prm
-            dprm.panel_stride = J.nr
-            dprm.b_ks = g.cout
             for grp in range(g.groups):
                 src = gout + (n * plane + q0) * g.cout + grp * g.ng
                 if J.want_b:
@@ -815,27 +815,28 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                               0, 0, bs + grp * g.ng, NULL)
                 if not J.want_w:
                     continue
-                pack_a(at, J.mr, x + (n * plane + q0) * g.cin + grp * g.kg, g.cin,
-                       kq, g.kg, <real *>NULL, 0, 0, NULL)
-                if tail:
-                    pack(bp, J.nr, J.ps, kq, tail, src + full, g.cout, 1, NULL, NULL,
-                         <real *>NULL, <real *>NULL, 0, 0)
+                # Short input rows are read in place (a k step moves one
+                # pixel, at most two cache lines on); longer ones are
+                # regrouped so a tile's k steps stay dense in L1.
+                a = x + (n * plane + q0) * g.cin + grp * g.kg
+                if g.cin * sizeof(real) <= 128:
+                    prm.a_ks = g.cin
+                else:
+                    pack_a(at, J.mr, a, g.cin, kq, g.kg, <real *>NULL, 0, 0, NULL)
+                    a = at
+                    prm.a_ks = J.mr
+                pack(bp, J.nr, J.ps, kq, g.ng, src, g.cout, 1, NULL, NULL,
+                     <real *>NULL, <real *>NULL, 0, 0)
                 pb = 0
                 while pb < J.ppg:
                     pe = imin(J.ppg, pb + J.pblock)
+                    ncols = imin(g.ng, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
                     co = 0      # here: rows are input channels
                     while co < g.kg:
-                        a_tile = at + co * kq
                         c = part + (grp * g.kg + co) * g.ng + pb * <Py_ssize_t>J.nr
-                        ncols = imin(full, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
-                        if ncols > 0:
-                            gemm(imin(J.mr, g.kg - co), ncols, a_tile,
-                                 src + pb * <Py_ssize_t>J.nr, c, NULL,
-                                 NULL if first else c, &dprm)
-                        if tail and pe == J.ppg:
-                            c = part + (grp * g.kg + co) * g.ng + full
-                            gemm(imin(J.mr, g.kg - co), tail, a_tile, bp, c, NULL,
-                                 NULL if first else c, &prm)
+                        gemm(imin(J.mr, g.kg - co), ncols,
+                             a + (co * kq if a == at else co),
+                             bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
                         co += J.mr
                     pb = pe
             first = False
@@ -881,12 +882,20 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 # Pixels are the rows of grad output here: regroup each tile
                 # of MR channels so a k step reads MR adjacent values.
                 src = gout + (n * plane + q0) * g.cout + grp * g.ng
-                pack_a(at, J.mr, src, g.cout, kq, g.ng,
-                       output + (src - gout) if J.masked else NULL, J.mlo, J.mhi,
-                       bs + grp * g.ng if J.want_b else NULL)
-                a = at
                 prm.a_rs = 1
-                prm.a_ks = J.mr
+                if g.cout * sizeof(real) <= 128 and not J.masked:
+                    # Short rows: in place, as in the swapped case above.
+                    if J.want_b:
+                        mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng,
+                                  <real *>NULL, 0, 0, bs + grp * g.ng, NULL)
+                    a = src
+                    prm.a_ks = g.cout
+                else:
+                    pack_a(at, J.mr, src, g.cout, kq, g.ng,
+                           output + (src - gout) if J.masked else NULL, J.mlo, J.mhi,
+                           bs + grp * g.ng if J.want_b else NULL)
+                    a = at
+                    prm.a_ks = J.mr
             else:
                 src = gout + (n * g.cout + grp * g.ng) * plane + q0
                 if J.masked:
@@ -911,6 +920,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     if tail:
                         pack(bp, J.nr, J.ps, kq, tail, bsrc + full, g.cin, 1,
                              NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                elif g.simple:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + (n * plane + q0) * g.cin + grp * g.kg, g.cin, 1,
+                         NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
                 else:
                     pack(bp, J.nr, J.ps, kq, g.kg,
                          x + n * g.h * g.w * g.cin + grp * g.kg, g.cin, 1,
@@ -934,7 +947,7 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
                 co = 0
                 while co < g.ng:
-                    a_tile = a + (co * kq if J.nhwc else co * prm.a_rs)
+                    a_tile = a + (co * kq if J.nhwc and a == at else co * prm.a_rs)
                     c = part + (grp * g.ng + co) * g.kg + pb * <Py_ssize_t>J.nr
                     if direct and pb * <Py_ssize_t>J.nr < full:
                         # whole panels in place; a ragged last panel is packed
@@ -989,9 +1002,13 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.mr, J.nr = mr, nr
     J.ps = pw_panel_stride(J.chunk, J.nr)
     # Transpose (or regroup) whichever operand has fewer channels.  NHWC
-    # keeps grad output as A when it must be masked anyway.
+    # keeps grad output as A when it must be masked anyway, and swaps only
+    # when the copy it saves per pixel (ng - kg values) outweighs the
+    # strided transpose of the result at the end (about 3 copies of dW).
+    pixels = g.n * plane
     J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
-                            (nhwc and not masked and g.kg < g.ng))
+                            (nhwc and not masked and g.kg < g.ng and
+                             pixels * (g.ng - g.kg) > 3 * g.ng * g.kg))
     J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
     J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
     flops = 2.0 * g.n * plane * g.cin * g.ng

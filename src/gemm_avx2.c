@@ -111,6 +111,27 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
     }
     if (aks == 1) {
         K_LOOP_m256(1)
+    } else if (p->a_rs == 1 && mr == MRC) {
+        /* Grad weight's A: a tile's rows are adjacent channels of one
+         * pixel and k steps to the next pixel.  One pointer then serves
+         * every row at a constant offset: one add per k instead of six. */
+        const float *ap = rows[0];
+        for (size_t k = 0; k < kc; k++, b += bstep, ap += aks) {
+            const __m256 b0 = _mm256_loadu_ps(b);
+            if (half) {
+                _Pragma("GCC unroll 6")
+                for (size_t i = 0; i < MRC; i++)
+                    acc0[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(ap + i), b0, acc0[i]);
+            } else {
+                const __m256 b1 = _mm256_loadu_ps(b + 8);
+                _Pragma("GCC unroll 6")
+                for (size_t i = 0; i < MRC; i++) {
+                    const __m256 a = _mm256_broadcast_ss(ap + i);
+                    acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);
+                }
+            }
+        }
     } else {
         K_LOOP_m256((size_t)aks)
     }
@@ -237,6 +258,27 @@ INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
     }
     if (aks == 1) {
         K_LOOP_m256d(1)
+    } else if (p->a_rs == 1 && mr == MRC) {
+        /* Grad weight's A: a tile's rows are adjacent channels of one
+         * pixel and k steps to the next pixel.  One pointer then serves
+         * every row at a constant offset: one add per k instead of six. */
+        const double *ap = rows[0];
+        for (size_t k = 0; k < kc; k++, b += bstep, ap += aks) {
+            const __m256d b0 = _mm256_loadu_pd(b);
+            if (half) {
+                _Pragma("GCC unroll 6")
+                for (size_t i = 0; i < MRC; i++)
+                    acc0[i] = _mm256_fmadd_pd(_mm256_broadcast_sd(ap + i), b0, acc0[i]);
+            } else {
+                const __m256d b1 = _mm256_loadu_pd(b + 4);
+                _Pragma("GCC unroll 6")
+                for (size_t i = 0; i < MRC; i++) {
+                    const __m256d a = _mm256_broadcast_sd(ap + i);
+                    acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);
+                }
+            }
+        }
     } else {
         K_LOOP_m256d((size_t)aks)
     }

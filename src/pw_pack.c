@@ -68,6 +68,19 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
         }                                                                      \
         return;                                                                \
     }                                                                          \
+    if (!k_off && !j_off && !mask) {                                           \
+        /* The common dense case, hoisted out of the general loop below:    \
+         * each source row is cut into whole panel rows and one ragged one. */\
+        const size_t full = ncols / nr, w = ncols - full * nr;                 \
+        for (size_t k = 0; k < kc; k++) {                                      \
+            const T *s = src + (ptrdiff_t)k * k_stride;                        \
+            T *row = dst + (k + 1) * nr;                                       \
+            for (size_t p = 0; p < full; p++)                                  \
+                COPY_ROW(row + p * panel_stride, s + p * nr, nr, nr);          \
+            if (w) COPY_ROW(row + full * panel_stride, s + full * nr, w, nr);  \
+        }                                                                      \
+        return;                                                                \
+    }                                                                          \
     /* k outer: each source row is read once, front to back. */               \
     for (size_t k = 0; k < kc; k++) {                                          \
         const ptrdiff_t ko = k_off ? k_off[k] : (ptrdiff_t)k * k_stride;       \
