@@ -24,7 +24,10 @@ cdef const pw_isa *ISA = pw_isa_best()
 # the panels stay in L2 while successive row tiles reuse them.
 cdef size_t L2_BLOCK_BYTES = 256 * 1024
 # Pixels a grad-weight chunk reduces before its partial is written back.
-cdef Py_ssize_t DW_CHUNK = 256
+cdef Py_ssize_t DW_CHUNK = 128
+# Shorter chunks where B is read in place, so a tile's strided rows of A
+# and B stay in L1 across its panels (measured on MobileNetV2 shapes).
+cdef Py_ssize_t DW_CHUNK_DIRECT = 64
 # Grad weight packs NHWC input rows once this many output channels (row
 # tiles of the GEMM) reuse them; measured on MobileNetV2 shapes.
 cdef Py_ssize_t DW_PACK_MIN_ROWS = 64
@@ -987,20 +990,6 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.mhi = hi
     J.want_w = gw is not None
     J.want_b = gb is not None
-    # Equal chunks of at most DW_CHUNK pixels per image; a single (tall)
-    # image gets a multiple of the thread count, so every thread reduces
-    # the same number of pixels.
-    J.nchunks_img = (plane + DW_CHUNK - 1) // DW_CHUNK if plane else 0
-    if g.n == 1 and nthreads > 1 and J.nchunks_img:
-        J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
-    J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else DW_CHUNK
-    # Rounding the chunk up can leave fewer chunks than asked for; never
-    # hand out one that starts past the end.
-    J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
-    J.nchunks = g.n * J.nchunks_img
-    mr, nr = tile_shape(x.dtype.itemsize)
-    J.mr, J.nr = mr, nr
-    J.ps = pw_panel_stride(J.chunk, J.nr)
     # Transpose (or regroup) whichever operand has fewer channels.  NHWC
     # keeps grad output as A when it must be masked anyway, and swaps only
     # when the copy it saves per pixel (ng - kg values) outweighs the
@@ -1009,6 +998,22 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
                             (nhwc and not masked and g.kg < g.ng and
                              pixels * (g.ng - g.kg) > 3 * g.ng * g.kg))
+    chunk = (DW_CHUNK_DIRECT if nhwc and g.simple and not J.tmode and
+             g.ng < DW_PACK_MIN_ROWS else DW_CHUNK)
+    # Equal chunks of at most `chunk` pixels per image; a single (tall)
+    # image gets a multiple of the thread count, so every thread reduces
+    # the same number of pixels.
+    J.nchunks_img = (plane + chunk - 1) // chunk if plane else 0
+    if g.n == 1 and nthreads > 1 and J.nchunks_img:
+        J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
+    J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else chunk
+    # Rounding the chunk up can leave fewer chunks than asked for; never
+    # hand out one that starts past the end.
+    J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
+    J.nchunks = g.n * J.nchunks_img
+    mr, nr = tile_shape(x.dtype.itemsize)
+    J.mr, J.nr = mr, nr
+    J.ps = pw_panel_stride(J.chunk, J.nr)
     J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
     J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
     flops = 2.0 * g.n * plane * g.cin * g.ng
