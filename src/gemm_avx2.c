@@ -87,6 +87,15 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
     for (size_t i = 0; i < MRC; i++) { acc0[i] = h0; acc1[i] = h1; }
     const float *b = direct ? panel : panel + 16;
     const size_t kc = p->kc;
+    /* Ask for the C (and residual) lines now so the epilogue at the end of
+     * this panel rarely waits on a fill (worth 1-5% on a busy host). */
+#pragma GCC unroll 6
+    for (size_t i = 0; i < MRC; i++) {
+        if (i < mr) {
+            __builtin_prefetch(c + i * p->c_rs, 1, 3);
+            if (r && r != c) __builtin_prefetch(r + i * p->r_rs, 0, 3);
+        }
+    }
     /* A's k stride: 1 normally, C_out when grad weight reads grad output
      * in place (one pixel's channels are then the broadcast rows). */
     const ptrdiff_t aks = p->a_ks ? p->a_ks : 1;
