@@ -199,18 +199,24 @@ def run_backward(call, grad_output, x, output, mask, packs):
     nhwc, sh, sw, top, left, groups = call.core_geom
     threads = call.threads or _core.default_threads()
     gx = gw = gb = None
+    # With pixels in place, NHWC grad input rides along the grad-weight
+    # sweep, so grad output is read from memory once.
+    fused = nhwc and call.identity and mask[0] and (mask[1] or mask[2])
     if mask[0]:
         # Pixels that no output reads get a zero gradient.
         gx = (np.empty if call.identity else np.zeros)(call.in_shape, call.dtype)
         packed = call.pack(packs, "grad_input_nhwc" if nhwc else "grad_input_nchw")
-        _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc,
-                         gx.reshape(call.core_in), nhwc, sh, sw, top, left, groups,
-                         masked, call.lo, call.hi, threads)
+        if not fused:
+            _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc,
+                             gx.reshape(call.core_in), nhwc, sh, sw, top, left, groups,
+                             masked, call.lo, call.hi, threads)
     if mask[1] or mask[2]:
         gw = np.empty(call.w2d.shape, call.dtype) if mask[1] else None
         gb = np.empty(call.c_out, call.dtype) if mask[2] else None
         _core.grad_weight_bias(go, xc, oc, gw, gb, nhwc, sh, sw, top, left, groups,
-                               masked, call.lo, call.hi, threads)
+                               masked, call.lo, call.hi, threads,
+                               gx.reshape(call.core_in) if fused else None,
+                               packed if fused else None)
         if gw is not None:
             gw = gw.reshape(call.weight_shape)
     return gx, gw, gb

@@ -24,7 +24,7 @@ cdef const pw_isa *ISA = pw_isa_best()
 # the panels stay in L2 while successive row tiles reuse them.
 cdef size_t L2_BLOCK_BYTES = 256 * 1024
 # Pixels a grad-weight chunk reduces before its partial is written back.
-cdef Py_ssize_t DW_CHUNK = 128
+cdef Py_ssize_t DW_CHUNK = 256
 # Shorter chunks where B is read in place, so a tile's strided rows of A
 # and B stay in L1 across its panels (measured on MobileNetV2 shapes).
 cdef Py_ssize_t DW_CHUNK_DIRECT = 64
@@ -369,14 +369,10 @@ cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
                   a_rs, c_rs, hi_ - lo_, u0, u1, True, scratch)
 
 
-cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
-                  const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
-    cdef const Geom *g = &J.g
-    cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, item
-    cdef double flops = 2.0 * mtot * J.kc * J.ncg * g.groups
-    cdef int failed = 0, team
-    J.mr = tile_mr(C)
-    J.nr = tile_nr(C)
+cdef void nhwc_tiling(NhwcJob *J, real *dummy) noexcept nogil:
+    """The tile, panel and block sizes of J's GEMM."""
+    J.mr = tile_mr(dummy)
+    J.nr = tile_nr(dummy)
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.ppg = cdiv(J.ncg, J.nr)
     J.gs = J.ppg * J.ps
@@ -384,7 +380,16 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     # of a tile and one panel's 16 (or 32) columns they fit L1 together.
     J.kblock = 1024 // sizeof(real)
     J.pblock = imax(1, L2_BLOCK_BYTES // (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
-    J.units = J.ppg * g.groups
+    J.units = J.ppg * J.g.groups
+
+
+cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
+                  const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, item
+    cdef double flops = 2.0 * mtot * J.kc * J.ncg * g.groups
+    cdef int failed = 0, team
+    nhwc_tiling(J, C)
     # Split pixels when each thread gets enough row tiles to amortise its
     # walk over the weights; otherwise (7x7, 14x14 maps) split the columns so
     # each thread streams only its share of the weights.
@@ -689,6 +694,26 @@ def grad_input(object grad_out, object wpacked_t, object weight_t,
     return grad_in
 
 
+cdef void grad_input_job(NhwcJob *J, const Geom *g, bint masked, double lo,
+                         double hi) noexcept nogil:
+    """NHWC grad input as a pixel-row GEMM: A = grad output (masked by the
+    activation), B = the transposed weights' panels, C = grad input."""
+    memset(J, 0, sizeof(J[0]))
+    J.g = g[0]
+    J.a_at_input = False
+    J.c_at_input = True
+    J.a_pix = g.cout
+    J.c_pix = g.cin
+    J.a_goff = g.ng
+    J.c_goff = g.kg
+    J.kc = g.ng
+    J.ncg = g.kg
+    J.border = False
+    J.masked = masked
+    J.mlo = lo
+    J.mhi = hi
+
+
 cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
                      const real *weight_t, const real *output, real *gin,
                      bint nhwc, bint masked, double lo, double hi,
@@ -698,20 +723,7 @@ cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
     if g.n * g.ho * g.wo == 0 or g.cin == 0 or g.cout == 0:
         return 0
     if nhwc:
-        memset(&J, 0, sizeof(J))
-        J.g = g[0]
-        J.a_at_input = False
-        J.c_at_input = True
-        J.a_pix = g.cout
-        J.c_pix = g.cin
-        J.a_goff = g.ng
-        J.c_goff = g.kg
-        J.kc = g.ng
-        J.ncg = g.kg
-        J.border = False
-        J.masked = masked
-        J.mlo = lo
-        J.mhi = hi
+        grad_input_job(&J, g, masked, lo, hi)
         return nhwc_run(&J, gout, gin, <real *>NULL, output if masked else NULL,
                         wpacked_t, nthreads)
     memset(&K, 0, sizeof(K))
@@ -746,6 +758,8 @@ cdef struct DwJob:
     double mlo, mhi
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
+    bint fuse_gx      # NHWC, pixels in place: each chunk's grad input rows
+    NhwcJob gx        # are computed here too, while its grad output is hot
 
 
 cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps,
@@ -759,7 +773,8 @@ cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps
 
 cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     const real *x, const real *output, real *partials,
-                    double *bsums, int *failed) noexcept nogil:
+                    double *bsums, real *gin, const real *wpacked_t,
+                    int *failed) noexcept nogil:
     cdef const Geom *g = &J.g
     cdef Py_ssize_t c0 = t * J.nchunks // J.team, c1 = (t + 1) * J.nchunks // J.team
     cdef Py_ssize_t plane = g.ho * g.wo, ci, n, q0, kq, grp, q, co, pb, pe, ncols
@@ -770,7 +785,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef size_t a_bytes = (g.ng * kca if not J.nhwc else
                            J.chunk * J.mr * cdiv(imax(g.ng, g.kg), J.mr)) * sizeof(real)
     cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
-    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + J.chunk * sizeof(Py_ssize_t) + 128)
+    cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
+    cdef size_t gx_bytes = J.gx.mr * J.gx.kc * sizeof(real) if J.fuse_gx and J.masked else 0
+    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + k_bytes + gx_bytes + 192)
+    cdef real *gx_scratch
     cdef real *at
     cdef real *bp
     cdef const real *a
@@ -792,6 +810,7 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     bp = <real *>buf
     at = <real *>(buf + b_bytes + 64)
     koff = <Py_ssize_t *>(buf + b_bytes + a_bytes + 64)
+    gx_scratch = <real *>(buf + b_bytes + a_bytes + k_bytes + 128)
     memset(&prm, 0, sizeof(prm))
     prm.c_rs = g.kg
     prm.r_rs = g.kg
@@ -807,6 +826,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         n = ci // J.nchunks_img
         q0 = (ci % J.nchunks_img) * J.chunk
         kq = imin(J.chunk, plane - q0)
+        if J.fuse_gx:
+            nhwc_rows(&J.gx, gout, gin, <real *>NULL, output if J.masked else NULL,
+                      wpacked_t, (n * plane + q0) * g.cout, (n * plane + q0) * g.cin,
+                      g.cout, g.cin, kq, 0, J.gx.units, True, gx_scratch)
         if J.tmode and J.nhwc:
             # Few input channels, no mask: regroup the input (rows = input
             # channels, tiles of MR) as A and pack grad output into panels.
@@ -828,12 +851,14 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     pack_a(at, J.mr, a, g.cin, kq, g.kg, <real *>NULL, 0, 0, NULL)
                     a = at
                     prm.a_ks = J.mr
-                pack(bp, J.nr, J.ps, kq, g.ng, src, g.cout, 1, NULL, NULL,
-                     <real *>NULL, <real *>NULL, 0, 0)
                 pb = 0
                 while pb < J.ppg:
                     pe = imin(J.ppg, pb + J.pblock)
                     ncols = imin(g.ng, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                    # One L2 block of grad output panels, packed just in time.
+                    pack(bp + pb * J.ps, J.nr, J.ps, kq, ncols,
+                         src + pb * <Py_ssize_t>J.nr, g.cout, 1, NULL, NULL,
+                         <real *>NULL, <real *>NULL, 0, 0)
                     co = 0      # here: rows are input channels
                     while co < g.kg:
                         c = part + (grp * g.kg + co) * g.ng + pb * <Py_ssize_t>J.nr
@@ -924,13 +949,9 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                         pack(bp, J.nr, J.ps, kq, tail, bsrc + full, g.cin, 1,
                              NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
                 elif g.simple:
-                    pack(bp, J.nr, J.ps, kq, g.kg,
-                         x + (n * plane + q0) * g.cin + grp * g.kg, g.cin, 1,
-                         NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                    bsrc = x + (n * plane + q0) * g.cin + grp * g.kg
                 else:
-                    pack(bp, J.nr, J.ps, kq, g.kg,
-                         x + n * g.h * g.w * g.cin + grp * g.kg, g.cin, 1,
-                         koff, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                    bsrc = x + n * g.h * g.w * g.cin + grp * g.kg
             else:
                 if g.simple:
                     pack(bp, J.nr, J.ps, kq, g.kg,
@@ -948,6 +969,13 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
             while pb < J.ppg:
                 pe = imin(J.ppg, pb + J.pblock)
                 ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                if J.nhwc and not direct:
+                    # NHWC input is packed one L2 block at a time, right
+                    # before its row tiles use it, so it is still in L2.
+                    pack(bp + pb * J.ps, J.nr, J.ps, kq, ncols,
+                         bsrc + pb * <Py_ssize_t>J.nr, g.cin, 1,
+                         NULL if g.simple else koff, NULL, <real *>NULL,
+                         <real *>NULL, 0, 0)
                 co = 0
                 while co < g.ng:
                     a_tile = a + (co * kq if J.nhwc and a == at else co * prm.a_rs)
@@ -977,8 +1005,13 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
 def grad_weight_bias(object grad_out, object x, object output, object gw,
                      object gb, bint nhwc, Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
-                     bint masked, double lo, double hi, Py_ssize_t nthreads):
-    """Fill gw (C_out, C_in/g) and/or gb (C_out,), either may be None."""
+                     bint masked, double lo, double hi, Py_ssize_t nthreads,
+                     object grad_in=None, object wpacked_t=None):
+    """Fill gw (C_out, C_in/g) and/or gb (C_out,), either may be None.
+
+    With grad_in (NHWC, stride 1, no padding only) the same sweep over
+    grad output also fills grad_in from wpacked_t, the transposed weights'
+    panels: grad output is then read from memory once, not twice."""
     cdef Geom g = make_geom(x.shape, grad_out.shape, nhwc, sh, sw, pt, pl, groups)
     cdef DwJob J
     cdef Py_ssize_t plane = g.ho * g.wo
@@ -990,6 +1023,15 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.mhi = hi
     J.want_w = gw is not None
     J.want_b = gb is not None
+    if grad_in is not None:
+        if not (nhwc and g.simple):
+            raise ValueError("fused grad input needs NHWC pixels in place")
+        J.fuse_gx = True
+        grad_input_job(&J.gx, &g, masked, lo, hi)
+        if x.dtype == np.float32:
+            nhwc_tiling(&J.gx, <float *>NULL)
+        else:
+            nhwc_tiling(&J.gx, <double *>NULL)
     # Transpose (or regroup) whichever operand has fewer channels.  NHWC
     # keeps grad output as A when it must be masked anyway, and swaps only
     # when the copy it saves per pixel (ng - kg values) outweighs the
@@ -1016,7 +1058,7 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.ps = pw_panel_stride(J.chunk, J.nr)
     J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
     J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
-    flops = 2.0 * g.n * plane * g.cin * g.ng
+    flops = 2.0 * g.n * plane * g.cin * g.ng * (2 if J.fuse_gx else 1)
     J.team = plan_threads(nthreads, flops, J.nchunks) if J.nchunks else 1
     if J.team == 1 and gw is not None and not J.tmode:
         partials = gw.reshape(1, g.cout, g.kg)   # one thread writes in place
@@ -1028,11 +1070,13 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
         if x.dtype == np.float32:
             failed = _dw_run(&J, <float *>data(grad_out), <float *>data(x),
                              <float *>data(output), <float *>data(partials),
-                             <double *>data(bsums))
+                             <double *>data(bsums), <float *>data(grad_in),
+                             <float *>data(wpacked_t))
         else:
             failed = _dw_run(&J, <double *>data(grad_out), <double *>data(x),
                              <double *>data(output), <double *>data(partials),
-                             <double *>data(bsums))
+                             <double *>data(bsums), <double *>data(grad_in),
+                             <double *>data(wpacked_t))
         if failed:
             raise MemoryError("pwconv: out of memory for per-thread scratch")
     if gw is not None and J.nchunks == 0:
@@ -1048,12 +1092,13 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
 
 
 cdef int _dw_run(DwJob *J, const real *gout, const real *x, const real *output,
-                 real *partials, double *bsums) noexcept nogil:
+                 real *partials, double *bsums, real *gin,
+                 const real *wpacked_t) noexcept nogil:
     cdef int failed = 0
     cdef Py_ssize_t t
     if J.team == 1:
-        dw_thread(J, 0, gout, x, output, partials, bsums, &failed)
+        dw_thread(J, 0, gout, x, output, partials, bsums, gin, wpacked_t, &failed)
     else:
         for t in prange(J.team, schedule='static', num_threads=J.team):
-            dw_thread(J, t, gout, x, output, partials, bsums, &failed)
+            dw_thread(J, t, gout, x, output, partials, bsums, gin, wpacked_t, &failed)
     return failed
