@@ -76,6 +76,23 @@ class Call:
             sh, sw = self.stride
             self.core_geom = (self.nhwc, sh, sw, self.pad[0], self.pad[2], self.groups)
         self.identity = identity
+        # Forward on a strided, unpadded map: the pixels the output reads are
+        # gathered into a dense, output-sized copy that then runs at stride 1,
+        # so the weights stay in L2 across all of its row tiles instead of
+        # being walked once per output row.
+        self.gather = None
+        self.fwd_in, self.fwd_out, self.fwd_geom = self.core_in, self.core_out, self.core_geom
+        if not identity and self.pad == (0, 0, 0, 0):
+            sh, sw = self.stride
+            every = slice(None)
+            if self.nhwc:
+                self.gather = (every, slice(None, None, sh), slice(None, None, sw), every)
+                self.fwd_in = (1, n * ho * wo, 1, c_in)
+                self.fwd_out = (1, n * ho * wo, 1, self.c_out)
+            else:
+                self.gather = (every, every, slice(None, None, sh), slice(None, None, sw))
+                self.fwd_in, self.fwd_out = (n, c_in, ho, wo), self.out_shape
+            self.fwd_geom = (self.nhwc, 1, 1, 0, 0, self.groups)
 
     def pack(self, packs, kind):
         """The packed weight operand `kind`, cached in the dict `packs`
@@ -135,16 +152,17 @@ def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
 
 def run_forward(call, x, residual, out, packs):
     """Forward on checked arguments (shared with the layer object)."""
-    xc = np.ascontiguousarray(x)
+    xc = np.ascontiguousarray(x if call.gather is None else x[call.gather])
     rc = np.ascontiguousarray(residual) if residual is not None else None
     if out is None:
         out = np.empty(call.out_shape, call.dtype)
     oc = out
-    if call.core_nhwc and not call.nhwc:     # a one-pixel NCHW map
-        xc = xc.reshape(call.core_in)
-        oc = out.reshape(call.core_out)
-        rc = rc.reshape(call.core_out) if rc is not None else None
-    nhwc, sh, sw, top, left, groups = call.core_geom
+    if call.gather is not None or (call.core_nhwc and not call.nhwc):
+        # A gathered strided map, or a one-pixel NCHW map (NHWC in memory).
+        xc = xc.reshape(call.fwd_in)
+        oc = out.reshape(call.fwd_out)
+        rc = rc.reshape(call.fwd_out) if rc is not None else None
+    nhwc, sh, sw, top, left, groups = call.fwd_geom
     wpacked = None
     if nhwc:
         wpacked = packs.get("forward")
