@@ -661,6 +661,23 @@ def forward(object x, object wpacked, object weight, object bias,
     return out
 
 
+cdef void pixel_job(NhwcJob *J, const Geom *g, bint grad_input) noexcept nogil:
+    """The operand roles of an NHWC pixel-row GEMM: forward reads input
+    pixels and writes output pixels (padding included); grad input the
+    other way round, over the transposed weights."""
+    memset(J, 0, sizeof(J[0]))
+    J.g = g[0]
+    J.a_at_input = not grad_input
+    J.c_at_input = grad_input
+    J.a_pix = g.cout if grad_input else g.cin
+    J.c_pix = g.cin if grad_input else g.cout
+    J.a_goff = g.ng if grad_input else g.kg
+    J.c_goff = g.kg if grad_input else g.ng
+    J.kc = g.ng if grad_input else g.kg
+    J.ncg = g.kg if grad_input else g.ng
+    J.border = not grad_input
+
+
 cdef int _forward(const Geom *g, const real *x, const real *wpacked,
                   const real *weight, const real *bias, const real *residual,
                   real *out, bint nhwc, bint clamp, double lo, double hi,
@@ -670,17 +687,7 @@ cdef int _forward(const Geom *g, const real *x, const real *wpacked,
     if g.n * g.ho * g.wo == 0 or g.cout == 0:
         return 0
     if nhwc:
-        memset(&J, 0, sizeof(J))
-        J.g = g[0]
-        J.a_at_input = True
-        J.c_at_input = False
-        J.a_pix = g.cin
-        J.c_pix = g.cout
-        J.a_goff = g.kg
-        J.c_goff = g.ng
-        J.kc = g.kg
-        J.ncg = g.ng
-        J.border = True
+        pixel_job(&J, g, False)
         J.prm.clamp = clamp
         J.prm.lo = lo
         J.prm.hi = hi
@@ -728,17 +735,7 @@ cdef void grad_input_job(NhwcJob *J, const Geom *g, bint masked, double lo,
                          double hi) noexcept nogil:
     """NHWC grad input as a pixel-row GEMM: A = grad output (masked by the
     activation), B = the transposed weights' panels, C = grad input."""
-    memset(J, 0, sizeof(J[0]))
-    J.g = g[0]
-    J.a_at_input = False
-    J.c_at_input = True
-    J.a_pix = g.cout
-    J.c_pix = g.cin
-    J.a_goff = g.ng
-    J.c_goff = g.kg
-    J.kc = g.ng
-    J.ncg = g.kg
-    J.border = False
+    pixel_job(J, g, True)
     J.masked = masked
     J.mlo = lo
     J.mhi = hi
