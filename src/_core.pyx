@@ -25,6 +25,14 @@ cdef const pw_isa *ISA = pw_isa_best()
 cdef size_t L2_BLOCK_BYTES = 256 * 1024
 # Pixels a grad-weight chunk reduces before its partial is written back.
 cdef Py_ssize_t DW_CHUNK = 256
+# Bytes of one A row a kernel call reduces before C is written back.  A
+# whole ResNet-50 or MobileNetV2 depth (up to 2048 floats) runs unblocked:
+# cut into 1 KB blocks, each panel's slices were 16 KB runs 65 KB apart
+# that the prefetchers had to find anew, and C went through memory once
+# per block (ResNet-50 b1, one thread, in one run against XNNPACK: 0.95
+# with 1 KB blocks, 1.08-1.09 with 4 KB or none; NCHW against torch 0.97
+# -> 1.10).
+cdef Py_ssize_t KBLOCK_BYTES = 8192
 # Row shares per thread in the NHWC driver, handed out dynamically: on a
 # shared host one core can run slower for a while, and a static split then
 # waits for it (measured: 4 static -> 16 dynamic, 2 threads, MobileNetV2
@@ -268,10 +276,10 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
     """Rows [0, rows) of one uniformly strided pixel run, columns units
     [u0, u1).  valid=False: the run lies on padding (depth 0, border only).
 
-    Deep layers are cut into depth blocks of J.kblock so a tile's slice of A
-    and one panel's slice of B share L1: the first block starts from the
-    panel head (bias) and adds R (residual), later blocks read the packed
-    rows in place without a head and add onto C, and only the last clamps."""
+    Very deep layers are cut into depth blocks of J.kblock (see
+    KBLOCK_BYTES): the first block starts from the panel head (bias) and
+    adds R (residual), later blocks read the packed rows in place without a
+    head and add onto C, and only the last clamps."""
     cdef pw_gemm_params prm = J.prm
     cdef pw_gemm_params first, later
     cdef Py_ssize_t u = u0, g, p0, p1, pb, pe, m, ncols, mr_, k0, kb
@@ -384,9 +392,7 @@ cdef void nhwc_tiling(NhwcJob *J, real *dummy) noexcept nogil:
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.ppg = cdiv(J.ncg, J.nr)
     J.gs = J.ppg * J.ps
-    # Depth blocks of 1 KB per A row (256 floats): with the 6 (or 7) rows
-    # of a tile and one panel's 16 (or 32) columns they fit L1 together.
-    J.kblock = 1024 // sizeof(real)
+    J.kblock = KBLOCK_BYTES // sizeof(real)
     J.pblock = imax(1, L2_BLOCK_BYTES // (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
     J.units = J.ppg * J.g.groups
 
@@ -604,7 +610,7 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.mr = tile_mr(C)
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
-    J.kblock = 1024 // sizeof(real)
+    J.kblock = KBLOCK_BYTES // sizeof(real)
     J.b_in_l1 = l1_holds_rows(J.b_plane * sizeof(real), imin(J.kc, J.kblock))
     # As many panels per strip as keep one depth block of them in half the
     # L2 budget: the kernel walks all of them for each row tile of weights,

@@ -284,3 +284,33 @@ def test_single_pixel_maps_in_both_layouts(padding, stride, dtype):
         np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(gb, rb, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("deep", ["c_in", "c_out"])
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 0), (1, 1)], ids=["s1", "s2", "p1"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_deeper_than_one_depth_block(rng, dtype, layout, stride, padding, deep):
+    # Past 8 KB of one pixel's channels (2048 floats, 1024 doubles) a kernel
+    # call is cut into depth blocks: bias and residual go in with the first,
+    # the clamp with the last.  Forward is deep in C_in, grad input in C_out.
+    depth = 2 * 8192 // np.dtype(dtype).itemsize + 5
+    c_in, c_out = (depth, 21) if deep == "c_in" else (21, depth)
+    kw = dict(stride=stride, padding=padding, layout=layout, activation="relu6")
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=c_in, c_out=c_out, h=5,
+                     w=4, stride=stride, padding=padding, residual=True)
+    # Outputs of order one, so that relu6 clamps some and passes others.
+    case["weight"] = (case["weight"] / np.sqrt(c_in)).astype(dtype)
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                residual=case["residual"], **kw)
+    expected = ref.forward(case["x"], case["weight"], case["bias"],
+                           residual=case["residual"], **kw)
+    assert_close(y, expected, k=c_in)
+    # The clamp must bite on some outputs and pass others, or a clamp
+    # applied to a partial sum would go unnoticed.
+    assert 0.1 < np.mean((expected > 0) & (expected < 6)) < 0.9
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"], output=y, **kw)
+    want = ref.backward(g, case["x"], case["weight"], output=y, **kw)
+    for a, b, k in zip(got, want, (c_out, 2 * 5 * 4, 2 * 5 * 4)):
+        assert_close(a, b, k=k)
