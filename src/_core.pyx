@@ -791,6 +791,7 @@ cdef struct DwJob:
     double mlo, mhi
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
+    bint direct_b     # NHWC input read in place as B (see DW_PACK_MIN_ROWS)
     bint fuse_gx      # NHWC, pixels in place: each chunk's grad input rows
     NhwcJob gx        # are computed here too, while its grad output is hot
 
@@ -831,11 +832,7 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef const real *src
     cdef real *c
     cdef bint first = True
-    # NHWC input rows are read in place as B (whole panels, rows C_in apart)
-    # when every output pixel reads the input pixel of the same index and
-    # few row tiles would reuse a packed copy; otherwise packed panels,
-    # whose rows are contiguous, read faster than long-strided rows.
-    cdef bint direct = J.nhwc and g.simple and g.ng < DW_PACK_MIN_ROWS
+    cdef bint direct = J.direct_b
     cdef pw_gemm_params prm, dprm
     if buf == NULL:
         failed[0] = 1
@@ -1073,9 +1070,13 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
                             (nhwc and not masked and g.kg < g.ng and
                              pixels * (g.ng - g.kg) > 3 * g.ng * g.kg))
+    # NHWC input rows are read in place as B (whole panels, rows C_in apart)
+    # when every output pixel reads the input pixel of the same index and
+    # few row tiles would reuse a packed copy; otherwise packed panels,
+    # whose rows are contiguous, read faster than long-strided rows.
+    J.direct_b = nhwc and g.simple and not J.tmode and g.ng < DW_PACK_MIN_ROWS
     if nhwc:
-        chunk = (DW_CHUNK_DIRECT if g.simple and not J.tmode and g.ng < DW_PACK_MIN_ROWS
-                 else DW_CHUNK)
+        chunk = DW_CHUNK_DIRECT if J.direct_b else DW_CHUNK
     else:
         # Long, but with the packed operand held to about 2 MB.
         chunk = max(DW_CHUNK, min(DW_CHUNK_NCHW, (2 << 20) //

@@ -308,16 +308,18 @@ def test_hypothesis_backward(problem):
     check_grads(got, expected, case, y, params["groups"])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("activation", [None, "relu6"], ids=str)
 @pytest.mark.parametrize("groups,c_in,c_out", [(1, 20, 70), (1, 70, 20), (2, 40, 34)],
                          ids=["short-in", "short-out", "groups"])
-def test_nhwc_fused_grad_input_matches_alone(rng, threads, activation, groups, c_in, c_out):
+def test_nhwc_fused_grad_input_matches_alone(rng, dtype, threads, activation, groups, c_in,
+                                            c_out):
     # With NHWC pixels in place, grad input is computed inside the grad-weight
     # sweep; asking for grad input alone takes the plain forward-driver path.
     # Both must give the same bits.
     kw = dict(layout="NHWC", groups=groups, activation=activation, num_threads=threads)
-    case = make_case(rng, dtype=np.float32, layout="NHWC", n=3, c_in=c_in, c_out=c_out,
+    case = make_case(rng, dtype=dtype, layout="NHWC", n=3, c_in=c_in, c_out=c_out,
                      h=11, w=13, groups=groups, stride=1, padding=0)
     y, g = forward_and_grad(rng, case, **kw)
     fused = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"], output=y, **kw)
@@ -327,3 +329,20 @@ def test_nhwc_fused_grad_input_matches_alone(rng, threads, activation, groups, c
     expected = ref.backward(g, case["x"], case["weight"], layout="NHWC", groups=groups,
                             activation=activation, output=y)
     assert_close(fused[0], expected[0], k=c_out // groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_planes_packed_when_their_stride_crowds_l1(rng, dtype):
+    # A 64x64 plane is a multiple of 4 KB apart in both dtypes: its rows all
+    # map to one L1 set, so the NCHW driver packs B instead of reading it in
+    # place, in the forward pass (K = C_in) and in grad input (K = C_out).
+    # No activation: a masked grad output is packed anyway.
+    kw = dict(layout="NCHW")
+    case = make_case(rng, dtype=dtype, layout="NCHW", n=1, c_in=40, c_out=30, h=64, w=64)
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"], **kw)
+    assert_close(y, ref.forward(case["x"], case["weight"], case["bias"], **kw), k=40)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"], **kw)
+    want = ref.backward(g, case["x"], case["weight"], **kw)
+    for a, b, k in zip(got, want, (30, 64 * 64, 64 * 64)):
+        assert_close(a, b, k=k)
