@@ -955,20 +955,19 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     a = at
                     prm.a_ks = J.mr
             else:
+                # Grad output rows are masked and summed for the bias one row
+                # tile at a time, next to the tile's first GEMM, while they
+                # are in L2: a whole chunk's rows would not fit there, and
+                # grad output would be read from memory twice.
                 src = gout + (n * g.cout + grp * g.ng) * plane + q0
-                if J.masked:
-                    mask_rows(at, kca, src, plane, g.ng, kq, output + (src - gout),
-                              J.mlo, J.mhi, NULL, bs + grp * g.ng if J.want_b else NULL)
-                    a = at
-                    prm.a_rs = kca
-                    prm.a_ks = 1
-                else:
-                    if J.want_b:
-                        mask_rows(<real *>NULL, 0, src, plane, g.ng, kq, <real *>NULL,
-                                  0, 0, NULL, bs + grp * g.ng)
-                    a = src
-                    prm.a_rs = plane
-                    prm.a_ks = 1
+                if not J.want_w:
+                    mask_rows(<real *>NULL, 0, src, plane, g.ng, kq,
+                              output + (src - gout) if J.masked else NULL,
+                              J.mlo, J.mhi, NULL, bs + grp * g.ng)
+                    continue
+                a = at if J.masked else src
+                prm.a_rs = kca if J.masked else plane
+                prm.a_ks = 1
             if not J.want_w:
                 continue
             # B: the input pixels these outputs read, one row per pixel.
@@ -1009,6 +1008,11 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 co = 0
                 while co < g.ng:
                     a_tile = a + (co * kq if J.nhwc and a == at else co * prm.a_rs)
+                    if pb == 0 and not J.nhwc and J.masked:
+                        mask_rows(at + co * kca, kca, src + co * plane, plane,
+                                  imin(J.mr, g.ng - co), kq,
+                                  output + (src - gout) + co * plane, J.mlo, J.mhi,
+                                  NULL, bs + grp * g.ng + co if J.want_b else NULL)
                     c = part + (grp * g.ng + co) * g.kg + pb * <Py_ssize_t>J.nr
                     if direct and pb * <Py_ssize_t>J.nr < full:
                         # whole panels in place; a ragged last panel is packed
@@ -1026,6 +1030,12 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     else:
                         gemm(imin(J.mr, g.ng - co), ncols, a_tile,
                              bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
+                    if pb == 0 and not J.nhwc and J.want_b and not J.masked:
+                        # After the GEMM, which streamed these rows in from
+                        # memory overlapped with its arithmetic: they are
+                        # in L2 now, and the sum costs little.
+                        mask_rows(<real *>NULL, 0, a_tile, plane, imin(J.mr, g.ng - co),
+                                  kq, <real *>NULL, 0, 0, NULL, bs + grp * g.ng + co)
                     co += J.mr
                     ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
                 pb = pe

@@ -29,6 +29,11 @@ static inline void NAME(T *dst, const T *src, size_t n, size_t nr)             \
 DEFINE_COPY_ROW(copy_row_f32, float)
 DEFINE_COPY_ROW(copy_row_f64, double)
 
+/* Rows far apart in memory (NCHW planes) are separate streams that the
+ * hardware prefetchers pick up late, a few misses into each: the dense copy
+ * asks for the row PACK_AHEAD ahead while it copies this one. */
+#define PACK_AHEAD 4
+
 #define DEFINE_PACK(NAME, T, COPY_ROW)                                         \
 void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
           const T *src, ptrdiff_t k_stride, ptrdiff_t j_stride,                \
@@ -74,6 +79,11 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
         const size_t full = ncols / nr, w = ncols - full * nr;                 \
         for (size_t k = 0; k < kc; k++) {                                      \
             const T *s = src + (ptrdiff_t)k * k_stride;                        \
+            if (k + PACK_AHEAD < kc) {                                         \
+                const char *ahead = (const char *)(s + PACK_AHEAD * k_stride); \
+                for (size_t b = 0; b < ncols * sizeof(T); b += 64)             \
+                    __builtin_prefetch(ahead + b, 0, 3);                       \
+            }                                                                  \
             T *row = dst + (k + 1) * nr;                                       \
             for (size_t p = 0; p < full; p++)                                  \
                 COPY_ROW(row + p * panel_stride, s + p * nr, nr, nr);          \
@@ -119,9 +129,11 @@ DEFINE_PACK(pw_pack_f64, double, copy_row_f64)
 
 /* Written so that GCC vectorises every loop: branch-free selects, column
  * sums kept in a block of T accumulators (contiguous adds), row sums in
- * eight interleaved lanes.  The summation order is fixed, so results stay
+ * ROW_LANES interleaved lanes: four vectors of adds in flight, since one
+ * vector's add latency would cap the sum near a third of L2's bandwidth.  The summation order is fixed, so results stay
  * bitwise repeatable. */
 #define SUM_BLOCK 256
+#define ROW_LANES 32
 #define DEFINE_MASK_ROWS(NAME, T)                                              \
 void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
           size_t rows, size_t cols, const T *mask, double lo, double hi,       \
@@ -143,19 +155,21 @@ void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
                 /* Without dst the mask is applied here, on the fly. */       \
                 const T *v = d ? d : s;                                        \
                 const T *mm = d ? NULL : m;                                    \
-                T lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                          \
+                T lane[ROW_LANES];                                             \
+                for (size_t l = 0; l < ROW_LANES; l++) lane[l] = 0;            \
                 size_t c = 0;                                                  \
                 if (mm) {                                                      \
-                    for (; c + 8 <= cols; c += 8)                              \
-                        for (size_t l = 0; l < 8; l++)                         \
+                    for (; c + ROW_LANES <= cols; c += ROW_LANES)              \
+                        for (size_t l = 0; l < ROW_LANES; l++)                 \
                             lane[l] += (mm[c + l] > tlo && mm[c + l] < thi)    \
                                        ? v[c + l] : (T)0;                      \
                 } else {                                                       \
-                    for (; c + 8 <= cols; c += 8)                              \
-                        for (size_t l = 0; l < 8; l++) lane[l] += v[c + l];    \
+                    for (; c + ROW_LANES <= cols; c += ROW_LANES)              \
+                        for (size_t l = 0; l < ROW_LANES; l++)                 \
+                            lane[l] += v[c + l];                               \
                 }                                                              \
                 double total = 0;                                              \
-                for (size_t l = 0; l < 8; l++) total += lane[l];               \
+                for (size_t l = 0; l < ROW_LANES; l++) total += lane[l];       \
                 for (; c < cols; c++)                                          \
                     total += (!mm || (mm[c] > tlo && mm[c] < thi)) ? v[c] : (T)0; \
                 row_sums[r] += total;                                          \
