@@ -479,8 +479,10 @@ def figures(results):
     fu = []
     for lay in ("NHWC", "NCHW"):
         c = F("fused", "mobilenet_v2", 1, lay, "float32", 1)
-        fu.append(f"{lay} {f(ratio(c, 'fused relu6+residual', 'plain'))} (plain + "
-                  f"numpy add/clip / plain {f(ratio(c, 'plain + numpy epilogue', 'plain'))})")
+        fu.append(f"{lay} {f(ratio(c, 'fused relu6+residual', 'plain'))} with the residual "
+                  f"in its own buffer, {f(ratio(c, 'fused, in place (out=residual)', 'plain'))} "
+                  f"in place (out=residual) (plain + numpy add/clip / plain "
+                  f"{f(ratio(c, 'plain + numpy epilogue', 'plain'))})")
     lines.append("- Fused relu6 + residual time / plain time, MobileNetV2 b1, 1 thread: "
                  + "; ".join(fu))
     f64 = []

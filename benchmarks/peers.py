@@ -322,6 +322,24 @@ def fused_fused(case, threads):
     return run
 
 
+def fused_in_place(case, threads):
+    # The sum formed in the residual's own buffer (out=residual), as a
+    # network's skip connection allows: no separate residual stream.  Every
+    # call overwrites r with clip(conv + r, 0, 6), which stays in [0, 6].
+    pwconv = _import("pwconv")
+    r = _residual(case)
+    layer = pwconv.PointwiseConv2d(case.c_in, case.c_out, bias=True,
+                                   stride=case.stride, layout=case.layout,
+                                   dtype=case.dtype, activation="relu6",
+                                   num_threads=threads)
+    layer.weight = case.weight
+    layer.bias = case.bias
+    x = case.x
+    run = Runner(lambda: layer(x, residual=r, out=r), lambda: r)
+    run.expected = np.clip(case.ref + _residual(case), 0, 6)
+    return run
+
+
 def fused_numpy_epilogue(case, threads):
     r = _residual(case)
     run = pwconv_forward(case, threads)
@@ -339,6 +357,7 @@ def fused_numpy_epilogue(case, threads):
 
 
 FUSED = {"plain": fused_plain, "fused relu6+residual": fused_fused,
+         "fused, in place (out=residual)": fused_in_place,
          "plain + numpy epilogue": fused_numpy_epilogue}
 
 

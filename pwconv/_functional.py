@@ -1,7 +1,7 @@
 """The functional API: validate, normalise, pack, call the compiled core."""
 import numpy as np
 
-from . import _core
+from . import _core, _guard
 from . import _validate as v
 
 __all__ = ["pointwise_conv2d", "pointwise_conv2d_backward"]
@@ -42,6 +42,7 @@ class Call:
         self.layout = v.check_layout(layout)
         v.check_array("x", x, 4)
         self.dtype = x.dtype
+        self.type_num = x.dtype.num
         self.stride = v.check_stride(stride)
         self.pad = v.check_padding(padding)
         self.groups = v.check_groups(groups)
@@ -134,7 +135,10 @@ def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
     residual : ndarray or None
         Output-shaped array added before the activation.
     out : ndarray or None
-        C-contiguous output-shaped array to write into.
+        C-contiguous output-shaped array to write into.  It must not overlap
+        any input, except that it may be ``residual`` itself (exactly the
+        same elements): the sum is then formed in place, as a network's skip
+        connection can, and no separate residual stream is read.
     num_threads : int or None
         None uses the OpenMP default (``OMP_NUM_THREADS``, threadpoolctl).
 
@@ -144,9 +148,12 @@ def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
         The output, ``out`` itself when given.
     """
     call = Call(x, weight, bias, stride, padding, groups, layout, activation, num_threads)
-    residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
-    v.check_out(out, call.out_shape, call.dtype,
-                {"x": x, "weight": weight, "bias": bias, "residual": residual})
+    if not _guard.forward_args_ok(residual, out, call.out_shape, call.type_num,
+                                  (x, weight, bias)):
+        residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
+        v.check_out(out, call.out_shape, call.dtype,
+                    {"x": x, "weight": weight, "bias": bias, "residual": residual},
+                    in_place="residual")
     return run_forward(call, x, residual, out, {})
 
 

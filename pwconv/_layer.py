@@ -1,6 +1,7 @@
 """PointwiseConv2d: a layer that keeps its weights packed between calls."""
 import numpy as np
 
+from . import _guard
 from . import _validate as v
 from ._functional import Call, pack_panels, run_backward, run_forward
 
@@ -128,10 +129,13 @@ class PointwiseConv2d:
         return call
 
     def forward(self, x, residual=None, out=None):
-        """act(conv(x) + bias + residual), written into `out` when given."""
+        """act(conv(x) + bias + residual), written into `out` when given
+        (`out` may be `residual` itself: the sum is then formed in place)."""
         call = self._call(x)
-        residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
-        v.check_out(out, call.out_shape, call.dtype, {"x": x, "residual": residual})
+        if not _guard.forward_args_ok(residual, out, call.out_shape, call.type_num, (x,)):
+            residual = v.check_like("residual", residual, call.out_shape, call.dtype, "output")
+            v.check_out(out, call.out_shape, call.dtype, {"x": x, "residual": residual},
+                        in_place="residual")
         y = run_forward(call, x, residual, out, self._packs)
         self._saved = (x, y)
         return y

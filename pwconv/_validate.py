@@ -198,25 +198,37 @@ def overlaps(a, b):
         return True  # undecidable cheaply: refuse rather than risk a race
 
 
-def check_out(out, shape, dtype, inputs):
+def same_elements(a, b):
+    """Whether a and b are views of exactly the same elements, in the same
+    order (same start, shape, strides and dtype)."""
+    return (a.ctypes.data == b.ctypes.data and a.shape == b.shape
+            and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def check_out(out, shape, dtype, inputs, in_place=None):
+    """`out` must not overlap any of `inputs`, except that it may be exactly
+    the array named by `in_place` (the residual): each output element reads
+    its own residual element just before it is written, so the sum can be
+    formed in the skip connection's buffer."""
     if out is None:
         return None
     # The common, valid case in one cheap test; the detailed checks below
     # only run to find the message for a bad `out`.
-    if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+    if not (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.c_contiguous and out.flags.writeable):
-        for name, a in inputs.items():
-            if a is not None and overlaps(out, a):
-                raise ValueError(f"out must not overlap {name}")
-        return out
-    check_like("out", out, shape, dtype, "output")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable")
+        check_like("out", out, shape, dtype, "output")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable")
     for name, a in inputs.items():
-        if overlaps(out, a):
-            raise ValueError(f"out must not overlap {name}")
+        if a is None or not overlaps(out, a):
+            continue
+        if name == in_place and same_elements(out, a):
+            continue
+        hint = (" (it may be the residual itself, exactly, for an in-place sum)"
+                if name == in_place else "")
+        raise ValueError(f"out must not overlap {name}{hint}")
     return out
 
 

@@ -113,9 +113,17 @@ def _out_partly_overlapping_x():
     return dict(x=x, out=buf[10:10 + 2 * 4 * 5 * 5].reshape(Y_SHAPE))
 
 
-def _out_is_residual():
-    r = arr(Y_SHAPE)
-    return dict(residual=r, out=r)
+def _out_partly_overlapping_residual():
+    # out may be the residual exactly (an in-place sum), never shifted.
+    buf = arr(int(np.prod(Y_SHAPE)) + 7)
+    return dict(residual=buf[:-7].reshape(Y_SHAPE), out=buf[7:].reshape(Y_SHAPE))
+
+
+def _out_is_residual_reversed():
+    # The same elements in another order: output pixels would read
+    # residual values that other output pixels have already overwritten.
+    out = arr(Y_SHAPE)
+    return dict(residual=out[..., ::-1], out=out)
 
 
 def _out_readonly():
@@ -146,7 +154,8 @@ FORWARD_ONLY = [
     ("out-strided", dict(out=arr((2, 4, 5, 10))[..., ::2]), ValueError, "out"),
     ("out-is-x", _out_overlapping_x(), ValueError, "out"),
     ("out-overlaps-x", _out_partly_overlapping_x(), ValueError, "out"),
-    ("out-is-residual", _out_is_residual(), ValueError, "out"),
+    ("out-overlaps-residual", _out_partly_overlapping_residual(), ValueError, "out"),
+    ("out-is-residual-reversed", _out_is_residual_reversed(), ValueError, "out"),
     ("out-readonly", _out_readonly(), EITHER, "out"),
     ("out-list", dict(out=arr(Y_SHAPE).tolist()), EITHER, "out"),
 ]

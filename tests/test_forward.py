@@ -221,6 +221,43 @@ def test_out(rng, dtype, layout):
     assert_close(out, expected, k=9)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("config", [
+    dict(c_in=9, c_out=35, activation="relu6"),
+    dict(c_in=9, c_out=35, stride=2, padding=(0, 1), activation=(-0.5, 0.5)),
+    dict(c_in=12, c_out=20, stride=2, groups=2),
+    dict(c_in=2 * 2048 + 5, c_out=21, activation="relu6"),   # depth blocks
+], ids=["relu6", "s2-pad-clamp", "s2-groups", "deep"])
+@pytest.mark.parametrize("layer", [False, True], ids=["functional", "layer"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_out_may_be_the_residual(rng, dtype, layout, layer, config, threads):
+    # A skip connection's buffer can take the sum in place: out=residual.
+    config = dict(config)
+    c_in, c_out = config.pop("c_in"), config.pop("c_out")
+    kw = dict(config, layout=layout, num_threads=threads)
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=c_in, c_out=c_out,
+                     h=6, w=5, groups=kw.get("groups", 1), stride=kw.get("stride", 1),
+                     padding=kw.get("padding", 0), residual=True)
+    case["weight"] = (case["weight"] / np.sqrt(c_in / 8)).astype(dtype)
+    r = case["residual"]
+    expected = ref.forward(case["x"], case["weight"], case["bias"], residual=r.copy(),
+                           **{k: v for k, v in kw.items() if k != "num_threads"})
+    if layer:
+        conv = pwconv.PointwiseConv2d(c_in, c_out, **kw, dtype=dtype)
+        conv.weight, conv.bias = case["weight"], case["bias"]
+        got = conv(case["x"], residual=r, out=r)
+    else:
+        got = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                      residual=r, out=r, **kw)
+    assert got is r
+    assert_close(r, expected, k=c_in)
+    # The residual must matter, or a kernel that skipped it would pass.
+    plain = ref.forward(case["x"], case["weight"], case["bias"],
+                        **{k: v for k, v in kw.items() if k != "num_threads"})
+    assert not np.allclose(expected, plain)
+
+
 def test_out_zero_size(rng):
     x = np.zeros((0, 3, 4, 4), np.float32)
     w = rng.standard_normal((5, 3)).astype(np.float32)
