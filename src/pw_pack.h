@@ -54,4 +54,10 @@ void pw_pack_a_f64(double *dst, size_t mr, const double *src, ptrdiff_t src_ps,
                    size_t kq, size_t nch, const double *mask, double lo,
                    double hi, double *col_sums);
 
+/* Ask for `rows` rows of `row_bytes` bytes, `stride_bytes` apart, to be
+ * brought into cache (write=1: about to be written).  A hint only: it never
+ * faults and does nothing where the compiler has no prefetch builtin. */
+void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
+                      ptrdiff_t stride_bytes, int write);
+
 #endif
