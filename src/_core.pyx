@@ -164,16 +164,26 @@ cdef struct Geom:
     bint simple                     # output pixel p reads input pixel p
 
 
-cdef Geom make_geom(tuple xshape, tuple oshape, bint nhwc, Py_ssize_t sh,
+cdef inline bint is_f32(object arr):
+    """float32 (else float64: the Python layer let nothing else through)."""
+    return cnp.PyArray_TYPE(<cnp.ndarray>arr) == cnp.NPY_FLOAT32
+
+
+cdef Geom make_geom(object x, object out, bint nhwc, Py_ssize_t sh,
                     Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                     Py_ssize_t groups):
+    """The geometry of a call from its 4-D input-side and output-side arrays
+    (read straight from the array headers: this runs on every call)."""
     cdef Geom g
+    cdef cnp.npy_intp *xs = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef cnp.npy_intp *os = cnp.PyArray_DIMS(<cnp.ndarray>out)
+    g.n = xs[0]
     if nhwc:
-        g.n, g.h, g.w, g.cin = xshape
-        _, g.ho, g.wo, g.cout = oshape
+        g.h, g.w, g.cin = xs[1], xs[2], xs[3]
+        g.ho, g.wo, g.cout = os[1], os[2], os[3]
     else:
-        g.n, g.cin, g.h, g.w = xshape
-        _, g.cout, g.ho, g.wo = oshape
+        g.cin, g.h, g.w = xs[1], xs[2], xs[3]
+        g.cout, g.ho, g.wo = os[1], os[2], os[3]
     g.sh, g.sw, g.pt, g.pl = sh, sw, pt, pl
     g.groups = groups
     g.kg = g.cin // groups
@@ -661,8 +671,8 @@ def forward(object x, object wpacked, object weight, object bias,
     """out = act(conv(x) + bias + residual).  NHWC reads `wpacked` (panels
     with the bias in the head); NCHW reads `weight` (C_out, C_in/g) and
     `bias` directly."""
-    cdef Geom g = make_geom(x.shape, out.shape, nhwc, sh, sw, pt, pl, groups)
-    if x.dtype == np.float32:
+    cdef Geom g = make_geom(x, out, nhwc, sh, sw, pt, pl, groups)
+    if is_f32(x):
         failed = _forward(&g, <float *>data(x), <float *>data(wpacked),
                           <float *>data(weight), <float *>data(bias),
                           <float *>data(residual), <float *>data(out), nhwc,
@@ -732,9 +742,9 @@ def grad_input(object grad_out, object wpacked_t, object weight_t,
     """grad_in = conv^T(g(grad_out)) where g applies the activation's
     derivative read off `output`.  grad_in must arrive zeroed when the conv
     is strided or padded (pixels no output reads get no gradient)."""
-    cdef Geom g = make_geom(grad_in.shape, grad_out.shape, nhwc, sh, sw, pt,
+    cdef Geom g = make_geom(grad_in, grad_out, nhwc, sh, sw, pt,
                             pl, groups)
-    if grad_out.dtype == np.float32:
+    if is_f32(grad_out):
         failed = _grad_input(&g, <float *>data(grad_out), <float *>data(wpacked_t),
                              <float *>data(weight_t), <float *>data(output),
                              <float *>data(grad_in), nhwc, masked, lo, hi, nthreads)
@@ -1062,7 +1072,7 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     With grad_in (NHWC, stride 1, no padding only) the same sweep over
     grad output also fills grad_in from wpacked_t, the transposed weights'
     panels: grad output is then read from memory once, not twice."""
-    cdef Geom g = make_geom(x.shape, grad_out.shape, nhwc, sh, sw, pt, pl, groups)
+    cdef Geom g = make_geom(x, grad_out, nhwc, sh, sw, pt, pl, groups)
     cdef DwJob J
     cdef Py_ssize_t plane = g.ho * g.wo
     memset(&J, 0, sizeof(J))
@@ -1078,7 +1088,7 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
             raise ValueError("fused grad input needs NHWC pixels in place")
         J.fuse_gx = True
         grad_input_job(&J.gx, &g, masked, lo, hi)
-        if x.dtype == np.float32:
+        if is_f32(x):
             nhwc_tiling(&J.gx, <float *>NULL)
         else:
             nhwc_tiling(&J.gx, <double *>NULL)
@@ -1126,7 +1136,7 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
         partials = np.empty((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
     bsums = np.zeros((J.team, g.cout), dtype=np.float64)
     if J.nchunks:
-        if x.dtype == np.float32:
+        if is_f32(x):
             failed = _dw_run(&J, <float *>data(grad_out), <float *>data(x),
                              <float *>data(output), <float *>data(partials),
                              <double *>data(bsums), <float *>data(grad_in),
