@@ -33,6 +33,7 @@ DEFINE_COPY_ROW(copy_row_f64, double)
  * hardware prefetchers pick up late, a few misses into each: the dense copy
  * asks for the row PACK_AHEAD ahead while it copies this one. */
 #define PACK_AHEAD 4
+#define TRANSPOSE_KBLOCK 64
 
 #define DEFINE_PACK(NAME, T, COPY_ROW)                                         \
 void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
@@ -50,19 +51,44 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
     }                                                                          \
     if (j_off || j_stride != 1) {                                              \
         /* Columns are far apart in src (a transpose, as for NCHW input in   \
-         * grad weight): walk each source column down k, so reads stream     \
-         * and the scattered writes stay inside one L1-sized panel. */       \
-        for (size_t j = 0; j < ncols; j++) {                                   \
-            const ptrdiff_t jo = j_off ? j_off[j] : (ptrdiff_t)j * j_stride;   \
-            T *col = dst + (j / nr) * panel_stride + nr + j % nr;              \
-            for (size_t k = 0; k < kc; k++) {                                  \
-                const ptrdiff_t ko = k_off ? k_off[k] : (ptrdiff_t)k * k_stride;\
-                T v = (ko < 0 || jo < 0) ? (T)0 : src[ko + jo];                \
-                if (mask && v != 0) {                                          \
-                    const T m = mask[ko + jo];                                 \
-                    if (!(m > tlo && m < thi)) v = 0;                          \
+         * grad weight): walk each source column down k, so reads stream,    \
+         * but only TRANSPOSE_KBLOCK steps of k at a time within one panel,  \
+         * so the rows those scattered writes land in stay in L1 until the   \
+         * panel's other columns fill them (a whole panel, often 100+ KB,    \
+         * would not: measured 1.7-2.4x slower). */                          \
+        for (size_t p = 0; p < npanels; p++) {                                 \
+            const size_t j0 = p * nr, w = ncols - j0 < nr ? ncols - j0 : nr;   \
+            for (size_t k0 = 0; k0 < kc; k0 += TRANSPOSE_KBLOCK) {             \
+                const size_t k1 = kc - k0 < TRANSPOSE_KBLOCK ? kc : k0 + TRANSPOSE_KBLOCK; \
+                for (size_t j = j0; j < j0 + w; j++) {                         \
+                    const ptrdiff_t jo = j_off ? j_off[j] : (ptrdiff_t)j * j_stride; \
+                    T *col = dst + p * panel_stride + nr + (j - j0);           \
+                    if (!k_off && jo >= 0) {                                   \
+                        /* Strided copy without per-element offset tests; the \
+                         * mask, when there is one, as a branch-free select. */\
+                        const T *s = src + jo;                                 \
+                        if (!mask) {                                           \
+                            for (size_t k = k0; k < k1; k++)                   \
+                                col[k * nr] = s[(ptrdiff_t)k * k_stride];      \
+                        } else {                                               \
+                            const T *m = mask + jo;                            \
+                            for (size_t k = k0; k < k1; k++) {                 \
+                                const ptrdiff_t o = (ptrdiff_t)k * k_stride;   \
+                                col[k * nr] = (m[o] > tlo && m[o] < thi) ? s[o] : (T)0; \
+                            }                                                  \
+                        }                                                      \
+                        continue;                                              \
+                    }                                                          \
+                    for (size_t k = k0; k < k1; k++) {                         \
+                        const ptrdiff_t ko = k_off ? k_off[k] : (ptrdiff_t)k * k_stride; \
+                        T v = (ko < 0 || jo < 0) ? (T)0 : src[ko + jo];        \
+                        if (mask && v != 0) {                                  \
+                            const T m = mask[ko + jo];                         \
+                            if (!(m > tlo && m < thi)) v = 0;                  \
+                        }                                                      \
+                        col[k * nr] = v;                                       \
+                    }                                                          \
                 }                                                              \
-                col[k * nr] = v;                                               \
             }                                                                  \
         }                                                                      \
         const size_t pad = npanels * nr - ncols;                               \
