@@ -281,17 +281,17 @@ DEFINE_PACK_A(pw_pack_a_f32, pack_a_body_f32, float)
 DEFINE_PACK_A(pw_pack_a_f64, pack_a_body_f64, double)
 
 void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                      ptrdiff_t stride_bytes, int write)
+                      ptrdiff_t stride_bytes, int outer)
 {
 #if defined(__GNUC__) || defined(__clang__)
     for (size_t r = 0; r < rows; r++) {
         const char *row = (const char *)base + (ptrdiff_t)r * stride_bytes;
         for (size_t b = 0; b < row_bytes; b += 64) {
-            if (write) __builtin_prefetch(row + b, 1, 3);
+            if (outer) __builtin_prefetch(row + b, 0, 1);
             else __builtin_prefetch(row + b, 0, 3);
         }
     }
 #else
-    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes; (void)write;
+    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes; (void)outer;
 #endif
 }

@@ -55,9 +55,11 @@ void pw_pack_a_f64(double *dst, size_t mr, const double *src, ptrdiff_t src_ps,
                    double hi, double *col_sums);
 
 /* Ask for `rows` rows of `row_bytes` bytes, `stride_bytes` apart, to be
- * brought into cache (write=1: about to be written).  A hint only: it never
- * faults and does nothing where the compiler has no prefetch builtin. */
+ * brought into cache for reading: all levels, or with outer=1 the outer ones
+ * only (data wanted a while later, which must not push the current work
+ * out of L1).  A hint only: it never faults and does nothing where the
+ * compiler has no prefetch builtin. */
 void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                      ptrdiff_t stride_bytes, int write);
+                      ptrdiff_t stride_bytes, int outer);
 
 #endif
