@@ -669,8 +669,16 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # As many panels per strip as keep one depth block of them in half the
     # L2 budget: the kernel walks all of them for each row tile of weights,
     # so the weights are read once per strip and the strip stays in L2.
+    # Weights larger than the L2 budget come from L3 (or memory) for every
+    # strip, so they get strips four times as wide, which then live in L3
+    # (ResNet-50 b1, one thread, interleaved: 8% faster with the weights
+    # evicted between calls, 2% with them in L3; the 28x28-7x7 layers
+    # 8-21%; MobileNetV2, whose weights are small, unchanged).
     cdef Py_ssize_t npan = cdiv(plane, J.nr)
-    cdef Py_ssize_t strip_max = imax(1, (L2_BLOCK_BYTES // 2) //
+    cdef size_t strip_budget = L2_BLOCK_BYTES // 2
+    if rtot * J.kc * sizeof(real) > L2_BLOCK_BYTES:
+        strip_budget = 2 * L2_BLOCK_BYTES
+    cdef Py_ssize_t strip_max = imax(1, strip_budget //
                                      (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
     J.nstrips = cdiv(npan, strip_max)
     J.rsplit = 1
