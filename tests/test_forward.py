@@ -258,6 +258,24 @@ def test_out_may_be_the_residual(rng, dtype, layout, layer, config, threads):
     assert not np.allclose(expected, plain)
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["own-buffer", "in-place"])
+def test_residual_larger_than_l2_block(rng, in_place):
+    # Past 512 KB of output the NHWC driver asks for each next row tile's
+    # residual ahead of the kernel: the sums must not change.
+    n, h, w, c_in, c_out = 1, 64, 50, 12, 44
+    case = make_case(rng, dtype=np.float32, layout="NHWC", n=n, c_in=c_in, c_out=c_out,
+                     h=h, w=w, residual=True)
+    r = case["residual"]
+    assert r.nbytes > 512 * 1024
+    expected = ref.forward(case["x"], case["weight"], case["bias"], residual=r.copy(),
+                           layout="NHWC", activation="relu6")
+    out = r if in_place else np.empty_like(r)
+    got = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"], residual=r,
+                                  out=out, layout="NHWC", activation="relu6")
+    assert got is out
+    assert_close(got, expected, k=c_in)
+
+
 def test_out_zero_size(rng):
     x = np.zeros((0, 3, 4, 4), np.float32)
     w = rng.standard_normal((5, 3)).astype(np.float32)
