@@ -105,11 +105,9 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
         const size_t full = ncols / nr, w = ncols - full * nr;                 \
         for (size_t k = 0; k < kc; k++) {                                      \
             const T *s = src + (ptrdiff_t)k * k_stride;                        \
-            if (k + PACK_AHEAD < kc) {                                         \
-                const char *ahead = (const char *)(s + PACK_AHEAD * k_stride); \
-                for (size_t b = 0; b < ncols * sizeof(T); b += 64)             \
-                    __builtin_prefetch(ahead + b, 0, 3);                       \
-            }                                                                  \
+            if (k + PACK_AHEAD < kc)                                           \
+                pw_prefetch_rows(s + PACK_AHEAD * k_stride, 1,                 \
+                                 ncols * sizeof(T), 0, 0);                     \
             T *row = dst + (k + 1) * nr;                                       \
             for (size_t p = 0; p < full; p++)                                  \
                 COPY_ROW(row + p * panel_stride, s + p * nr, nr, nr);          \
@@ -156,8 +154,8 @@ DEFINE_PACK(pw_pack_f64, double, copy_row_f64)
 /* Written so that GCC vectorises every loop: branch-free selects, column
  * sums kept in a block of T accumulators (contiguous adds), row sums in
  * ROW_LANES interleaved lanes: four vectors of adds in flight, since one
- * vector's add latency would cap the sum near a third of L2's bandwidth.  The summation order is fixed, so results stay
- * bitwise repeatable. */
+ * vector's add latency would cap the sum near a third of L2's bandwidth.
+ * The summation order is fixed, so results stay bitwise repeatable. */
 #define SUM_BLOCK 256
 #define ROW_LANES 32
 #define DEFINE_MASK_ROWS(NAME, T)                                              \
