@@ -346,3 +346,27 @@ def test_nchw_planes_packed_when_their_stride_crowds_l1(rng, dtype):
     want = ref.backward(g, case["x"], case["weight"], **kw)
     for a, b, k in zip(got, want, (30, 64 * 64, 64 * 64)):
         assert_close(a, b, k=k)
+
+
+@pytest.mark.parametrize("activation", ["relu6", (-0.5, 0.5)], ids=str)
+@pytest.mark.parametrize("groups,c_in,c_out", [(1, 40, 14), (1, 14, 40), (2, 22, 34)],
+                         ids=["fewer-out", "fewer-in", "groups"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_grad_weight_masked_over_long_planes(rng, dtype, groups, c_in, c_out, activation):
+    # Planes of 156 pixels: NCHW grad weight transposes grad output (fewer
+    # output channels) or masks and sums it per row tile (fewer input
+    # channels) over several 64-pixel blocks, with the activation's mask.
+    kw = dict(layout="NCHW", groups=groups, activation=activation)
+    case = make_case(rng, dtype=dtype, layout="NCHW", n=2, c_in=c_in, c_out=c_out, h=13,
+                     w=12, groups=groups)
+    # Outputs of order one, so that both activations keep some and drop some.
+    case["weight"] = (case["weight"] / np.sqrt(c_in // groups)).astype(dtype)
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"], **kw)
+    lo, hi = (0.0, 6.0) if activation == "relu6" else activation
+    # The mask must keep some gradients and drop others.
+    assert 0.1 < np.mean((y > lo) & (y < hi)) < 0.9
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"], output=y, **kw)
+    want = ref.backward(g, case["x"], case["weight"], output=y, **kw)
+    for a, b, k in zip(got, want, (c_out // groups, 2 * 13 * 12, 2 * 13 * 12)):
+        assert_close(a, b, k=k)

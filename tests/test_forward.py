@@ -259,11 +259,12 @@ def test_out_may_be_the_residual(rng, dtype, layout, layer, config, threads):
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["own-buffer", "in-place"])
-def test_residual_larger_than_l2_block(rng, in_place):
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_residual_larger_than_l2_block(rng, dtype, in_place):
     # Past 512 KB of output the NHWC driver asks for each next row tile's
     # residual ahead of the kernel: the sums must not change.
     n, h, w, c_in, c_out = 1, 64, 50, 12, 44
-    case = make_case(rng, dtype=np.float32, layout="NHWC", n=n, c_in=c_in, c_out=c_out,
+    case = make_case(rng, dtype=dtype, layout="NHWC", n=n, c_in=c_in, c_out=c_out,
                      h=h, w=w, residual=True)
     r = case["residual"]
     assert r.nbytes > 512 * 1024

@@ -86,6 +86,9 @@ LARGE_SHAPES = [
     (1, 320, 1283, 7, 7, 1),
     (2, 96, 150, 28, 27, 1),
     (1, 66, 68, 56, 55, 2),
+    # Weights past one L2 block (256 KB) and enough rows for every thread:
+    # NHWC then gives each thread one row share, NCHW widens its strips.
+    (1, 300, 260, 14, 15, 1),
 ]
 
 
