@@ -129,6 +129,25 @@ def pwconv_forward(case, threads, activation=None, residual=None, out=None):
     return Runner(fn, lambda: y)
 
 
+def pwconv_nhwc_beside_nchw(case, threads):
+    """pwconv's own NHWC path on an NCHW table's layer (inputs transposed
+    once, outside the timed call), so NCHW speed / NHWC speed is measured
+    side by side in one run instead of across two tables."""
+    if case.layout != "NCHW":
+        raise Unavailable("only beside NCHW tables")
+    pwconv = _import("pwconv")
+    layer = pwconv.PointwiseConv2d(case.c_in, case.c_out, bias=True,
+                                   stride=case.stride, layout="NHWC",
+                                   dtype=case.dtype, num_threads=threads)
+    layer.weight = case.weight
+    layer.bias = case.bias
+    x = np.ascontiguousarray(case.x.transpose(0, 2, 3, 1))
+    y = np.empty((case.n, case.ho, case.wo, case.c_out), case.dtype)
+    runner = Runner(lambda: layer(x, out=y), lambda: y)
+    runner.expected = case.ref.transpose(0, 2, 3, 1)
+    return runner
+
+
 def numpy_forward(case, threads):
     # BLAS threads are process-wide (set_global_threads); the GEMM view of a
     # 1x1 conv is what a numpy user would write.
@@ -293,6 +312,7 @@ FORWARD = {  # name -> (builder, layouts, dtypes)
     "torch": (torch_forward, ("NCHW",), ("float32", "float64")),
     "torch CL": (lambda c, t: torch_forward(c, t, channels_last=True),
                  ("NHWC",), ("float32", "float64")),
+    "pwconv NHWC": (pwconv_nhwc_beside_nchw, ("NCHW",), ("float32",)),
     "ORT": (ort_forward, ("NCHW",), ("float32",)),
     "XNNPACK": (litert_forward, ("NHWC",), ("float32",)),
 }

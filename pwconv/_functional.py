@@ -170,11 +170,11 @@ def run_forward(call, x, residual, out, packs):
         oc = out.reshape(call.fwd_out)
         rc = rc.reshape(call.fwd_out) if rc is not None else None
     nhwc, sh, sw, top, left, groups = call.fwd_geom
-    wpacked = None
-    if nhwc:
-        wpacked = packs.get("forward")
-        if wpacked is None:
-            wpacked = call.pack(packs, "forward")
+    # NCHW runs small planes on the forward panels when a layer object keeps
+    # them (a one-off call would pay the packing for little gain).
+    wpacked = packs.get("forward")
+    if nhwc and wpacked is None:
+        wpacked = call.pack(packs, "forward")
     _core.forward(xc, wpacked, call.w2d, call.bias, rc, oc, nhwc, sh, sw, top, left,
                   groups, call.clamp, call.lo, call.hi,
                   call.threads or _core.default_threads())

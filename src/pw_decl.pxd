@@ -65,6 +65,15 @@ cdef extern from "pw_pack.h" nogil:
                        size_t kq, size_t nch, const double *mask, double lo,
                        double hi, double *col_sums)
 
+    void pw_gather_tiles_f32(float *dst, size_t mr, const float *src,
+                             Py_ssize_t src_rs, size_t kc, size_t npix)
+    void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
+                             Py_ssize_t src_rs, size_t kc, size_t npix)
+    void pw_transpose_f32(float *dst, Py_ssize_t dst_rs, const float *src,
+                          Py_ssize_t src_rs, size_t rows, size_t cols)
+    void pw_transpose_f64(double *dst, Py_ssize_t dst_rs, const double *src,
+                          Py_ssize_t src_rs, size_t rows, size_t cols)
+
 cdef extern from "pw_omp.h" nogil:
     int pw_omp_enabled()
     int pw_omp_max_threads()

@@ -278,6 +278,67 @@ DEFINE_PACK_A_BODY(pack_a_body_f64, double)
 DEFINE_PACK_A(pw_pack_a_f32, pack_a_body_f32, float)
 DEFINE_PACK_A(pw_pack_a_f64, pack_a_body_f64, double)
 
+/* A tiles from channel planes: dst[(t*kc + k)*mr + i] = src[k*src_rs + t*mr + i]
+ * for pixels t*mr + i < npix, zero past them.  Each plane row is read
+ * once, front to back, and dealt to the tiles, so reads stream; the tile
+ * height is a compile-time constant in the body, so the copies are fixed. */
+#define DEFINE_GATHER_BODY(NAME, T)                                            \
+static inline void NAME(const size_t MRC, T *dst, const T *src,                \
+                        ptrdiff_t src_rs, size_t kc, size_t npix)              \
+{                                                                              \
+    const size_t full = npix / MRC, rest = npix - full * MRC;                  \
+    const size_t tstride = kc * MRC;                                           \
+    for (size_t k = 0; k < kc; k++) {                                          \
+        const T *s = src + (ptrdiff_t)k * src_rs;                              \
+        T *d = dst + k * MRC;                                                  \
+        for (size_t t = 0; t < full; t++, s += MRC, d += tstride)              \
+            for (size_t i = 0; i < MRC; i++) d[i] = s[i];                      \
+        if (rest)                                                              \
+            for (size_t i = 0; i < MRC; i++) d[i] = i < rest ? s[i] : (T)0;    \
+    }                                                                          \
+}
+
+#define DEFINE_GATHER(NAME, BODY, T)                                           \
+void NAME(T *dst, size_t mr, const T *src, ptrdiff_t src_rs, size_t kc,        \
+          size_t npix)                                                         \
+{                                                                              \
+    switch (mr) {                                                              \
+    case 4: BODY(4, dst, src, src_rs, kc, npix); break;                        \
+    case 6: BODY(6, dst, src, src_rs, kc, npix); break;                        \
+    case 7: BODY(7, dst, src, src_rs, kc, npix); break;                        \
+    case 8: BODY(8, dst, src, src_rs, kc, npix); break;                        \
+    default: BODY(mr, dst, src, src_rs, kc, npix);                             \
+    }                                                                          \
+}
+
+DEFINE_GATHER_BODY(gather_body_f32, float)
+DEFINE_GATHER_BODY(gather_body_f64, double)
+DEFINE_GATHER(pw_gather_tiles_f32, gather_body_f32, float)
+DEFINE_GATHER(pw_gather_tiles_f64, gather_body_f64, double)
+
+/* Square blocks of TRANSPOSE_TILE keep both the rows read and the rows
+ * written within a few dozen cache lines, whichever side is strided. */
+#define TRANSPOSE_TILE 16
+#define DEFINE_TRANSPOSE(NAME, T)                                              \
+void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
+          size_t rows, size_t cols)                                            \
+{                                                                              \
+    for (size_t i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {                     \
+        const size_t i1 = rows - i0 < TRANSPOSE_TILE ? rows : i0 + TRANSPOSE_TILE; \
+        for (size_t j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {                 \
+            const size_t j1 = cols - j0 < TRANSPOSE_TILE ? cols : j0 + TRANSPOSE_TILE; \
+            for (size_t j = j0; j < j1; j++) {                                 \
+                T *d = dst + (ptrdiff_t)j * dst_rs;                            \
+                for (size_t i = i0; i < i1; i++)                               \
+                    d[i] = src[(ptrdiff_t)i * src_rs + (ptrdiff_t)j];          \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+}
+
+DEFINE_TRANSPOSE(pw_transpose_f32, float)
+DEFINE_TRANSPOSE(pw_transpose_f64, double)
+
 void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
                       ptrdiff_t stride_bytes, int outer)
 {

@@ -54,6 +54,22 @@ void pw_pack_a_f64(double *dst, size_t mr, const double *src, ptrdiff_t src_ps,
                    size_t kq, size_t nch, const double *mask, double lo,
                    double hi, double *col_sums);
 
+/* The NCHW pixel-tile driver's A: npix pixels of kc channel planes
+ * (src_rs apart) regrouped per tile of mr pixels as dst[(t*kc + k)*mr + i],
+ * the layout pw_pack_a makes; pixels past npix are zero. */
+void pw_gather_tiles_f32(float *dst, size_t mr, const float *src,
+                         ptrdiff_t src_rs, size_t kc, size_t npix);
+void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
+                         ptrdiff_t src_rs, size_t kc, size_t npix);
+
+/* dst[j*dst_rs + i] = src[i*src_rs + j] for i < rows, j < cols: the NCHW
+ * pixel-tile driver's per-block moves between channel planes and pixel
+ * rows (residual in, output out). */
+void pw_transpose_f32(float *dst, ptrdiff_t dst_rs, const float *src,
+                      ptrdiff_t src_rs, size_t rows, size_t cols);
+void pw_transpose_f64(double *dst, ptrdiff_t dst_rs, const double *src,
+                      ptrdiff_t src_rs, size_t rows, size_t cols);
+
 /* Ask for `rows` rows of `row_bytes` bytes, `stride_bytes` apart, to be
  * brought into cache for reading: all levels, or with outer=1 the outer ones
  * only (data wanted a while later, which must not push the current work

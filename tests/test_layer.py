@@ -241,3 +241,43 @@ def test_pickle_after_assignment(rng):
     # The clone is independent: changing one leaves the other alone.
     clone.weight = np.zeros((7, 5), np.float32)
     assert not np.array_equal(clone(x), layer(x))
+
+
+# NCHW layers run planes of at most 64 pixels through pixel tiles (inputs
+# regrouped per block, output transposed back); these shapes cover ragged
+# tiles and panels, one pixel, the largest such plane and the first past it,
+# weights beyond an L2 block (one block per image), and thread splits.
+PIXEL_SHAPES = [
+    # (n, c_in, c_out, h, w)
+    (1, 5, 3, 1, 1),
+    (2, 17, 23, 7, 7),
+    (1, 40, 9, 8, 8),
+    (1, 33, 41, 5, 13),      # 65 pixels: the plane driver again
+    (3, 300, 250, 3, 5),     # 300 KB of float32 weights
+    (1, 96, 200, 7, 7),
+]
+
+
+@pytest.mark.parametrize("shape", PIXEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_small_planes(rng, dtype, shape, threads):
+    n, c_in, c_out, h, w = shape
+    case = ref.make_case(rng, dtype=dtype, layout="NCHW", n=n, c_in=c_in,
+                         c_out=c_out, h=h, w=w, residual=True)
+    before = snapshot(case["x"], case["residual"], case["weight"], case["bias"])
+    for act in (None, "relu6", (-0.5, 0.25)):
+        layer = pwconv.PointwiseConv2d(c_in, c_out, layout="NCHW", dtype=dtype,
+                                       activation=act, num_threads=threads)
+        layer.weight = case["weight"]
+        layer.bias = case["bias"]
+        for residual in (None, case["residual"]):
+            y = layer(case["x"], residual=residual)
+            expected = ref.forward(case["x"], case["weight"], case["bias"],
+                                   residual=residual, activation=act)
+            assert_close(y, expected, k=c_in)
+            np.testing.assert_array_equal(layer(case["x"], residual=residual), y)
+        in_place = case["residual"].copy()
+        layer(case["x"], residual=in_place, out=in_place)
+        np.testing.assert_array_equal(in_place, y)
+    assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
