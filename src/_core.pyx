@@ -501,6 +501,7 @@ cdef struct NchwJob:
     Py_ssize_t rsplit             # pieces the C rows are cut into
     Py_ssize_t kblock             # depth per pass over the row tiles
     bint b_in_l1                  # B's rows, read in place, stay in L1
+    bint prefetch_r               # ask for the next row tile's R a tile early
     bint masked
     double mlo, mhi
     pw_gemm_params prm
@@ -519,7 +520,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     # Row pieces start on whole tiles, so only the last piece has a short one.
     cdef Py_ssize_t r0 = (rs * rtot // J.rsplit) // J.mr * J.mr
     cdef Py_ssize_t r1 = rtot if rs + 1 == J.rsplit else ((rs + 1) * rtot // J.rsplit) // J.mr * J.mr
-    cdef Py_ssize_t grp, row, rend, mr_, j, i, off, full, tail
+    cdef Py_ssize_t grp, row, rend, mr_, j, jw, i, off, full, tail
     cdef Py_ssize_t *joff = NULL
     cdef bint scatter = J.grad_input and not g.simple
     # B is contiguous along the strip's pixels unless it gathers through
@@ -618,7 +619,22 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                     ar1 = (tile_i + 1) * J.kc // ntile_g
                     pw_prefetch_rows(ahead + (grp * J.kc + ar0) * J.b_plane, ar1 - ar0,
                                      ahead_width * sizeof(real), J.b_plane * sizeof(real), 1)
-                if full:
+                if full and J.prefetch_r and k0 == 0 and not scatter:
+                    # As in the NHWC driver: a residual from memory is only
+                    # read by the epilogue, too late for the prefetchers on
+                    # short depths.  The row tile goes in pieces, each
+                    # asking for the next piece's residual lines first.
+                    j = 0
+                    while j < full:
+                        jw = imin(PREFETCH_R_COLS, full - j)
+                        pw_prefetch_rows(R + (cbase - C) + j + jw, mr_,
+                                         imin(PREFETCH_R_COLS, width - j - jw) * sizeof(real),
+                                         c_rs * sizeof(real), 0)
+                        gemm(mr_, jw, A + row * J.kc, src + j, cbase + j,
+                             rowbias + row if rowbias != NULL else NULL,
+                             R + (cbase - C) + j, &dprm)
+                        j += jw
+                elif full:
                     gemm(mr_, full, A + row * J.kc + k0, src + k0 * J.b_plane, cbase,
                          rowbias + row if rowbias != NULL and k0 == 0 else NULL,
                          (R + (cbase - C) if R != NULL and not scatter else NULL)
@@ -653,6 +669,11 @@ cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a
 
 
+# Columns per piece of a row tile whose residual is prefetched a piece
+# ahead: 6 rows of 128 floats are 48 lines, within the fill buffers' reach.
+cdef Py_ssize_t PREFETCH_R_COLS = 128
+
+
 cdef bint l1_holds_rows(Py_ssize_t stride_bytes, Py_ssize_t rows) noexcept nogil:
     """Whether `rows` cache lines `stride_bytes` apart (one panel of B read in
     place) mostly stay in a 32 KB, 8-way, 64-set L1.  A stride that is a
@@ -677,6 +698,7 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.kblock = KBLOCK_BYTES // sizeof(real)
+    J.prefetch_r = R != NULL and g.n * plane * rtot * sizeof(real) > 2 * L2_BLOCK_BYTES
     # In place only up to NCHW_DIRECT_MAX_DEPTH rows: deeper strips are
     # narrow (a few panels wide), so in place they are that many short row
     # pieces per strip, while packed panels stream.

@@ -259,20 +259,23 @@ def test_out_may_be_the_residual(rng, dtype, layout, layer, config, threads):
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["own-buffer", "in-place"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_residual_larger_than_l2_block(rng, dtype, in_place):
-    # Past 512 KB of output the NHWC driver asks for each next row tile's
-    # residual ahead of the kernel: the sums must not change.
+def test_residual_larger_than_l2_block(rng, dtype, layout, in_place):
+    # Past 512 KB of output the drivers ask for the residual ahead of the
+    # kernel (NHWC: each next row tile; NCHW: each next 128-pixel piece of a
+    # row tile, 3200-pixel planes giving whole and ragged pieces): the sums
+    # must not change.
     n, h, w, c_in, c_out = 1, 64, 50, 12, 44
-    case = make_case(rng, dtype=dtype, layout="NHWC", n=n, c_in=c_in, c_out=c_out,
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in, c_out=c_out,
                      h=h, w=w, residual=True)
     r = case["residual"]
     assert r.nbytes > 512 * 1024
     expected = ref.forward(case["x"], case["weight"], case["bias"], residual=r.copy(),
-                           layout="NHWC", activation="relu6")
+                           layout=layout, activation="relu6")
     out = r if in_place else np.empty_like(r)
     got = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"], residual=r,
-                                  out=out, layout="NHWC", activation="relu6")
+                                  out=out, layout=layout, activation="relu6")
     assert got is out
     assert_close(got, expected, k=c_in)
 
