@@ -230,9 +230,12 @@ def run_backward(call, grad_output, x, output, mask, packs):
     if mask[0]:
         # Pixels that no output reads get a zero gradient.
         gx = (np.empty if call.identity else np.zeros)(call.in_shape, call.dtype)
-        packed = call.pack(packs, "grad_input_nhwc" if nhwc else "grad_input_nchw")
+        # Small unstrided NCHW planes run on pixel tiles, over NHWC panels.
+        panels = nhwc or (call.identity and _core.nchw_pixel_tiles(
+            groups, call.core_in[2] * call.core_in[3]))
+        packed = call.pack(packs, "grad_input_nhwc" if panels else "grad_input_nchw")
         if not fused:
-            _core.grad_input(go, packed if nhwc else None, None if nhwc else packed, oc,
+            _core.grad_input(go, packed if panels else None, None if panels else packed, oc,
                              gx.reshape(call.core_in), nhwc, sh, sw, top, left, groups,
                              masked, call.lo, call.hi, threads)
     if mask[1] or mask[2]:

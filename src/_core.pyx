@@ -147,11 +147,12 @@ cdef inline void transpose(real *dst, Py_ssize_t dst_rs, const real *src,
 
 
 cdef inline void gather_tiles(real *dst, size_t mr, const real *src, Py_ssize_t src_rs,
-                              size_t kc, size_t npix) noexcept nogil:
+                              size_t kc, size_t npix, const real *mask, double lo,
+                              double hi) noexcept nogil:
     if real is float:
-        pw_gather_tiles_f32(dst, mr, src, src_rs, kc, npix)
+        pw_gather_tiles_f32(dst, mr, src, src_rs, kc, npix, mask, lo, hi)
     else:
-        pw_gather_tiles_f64(dst, mr, src, src_rs, kc, npix)
+        pw_gather_tiles_f64(dst, mr, src, src_rs, kc, npix, mask, lo, hi)
 
 
 cdef inline size_t tile_mr(real *dummy) noexcept nogil:
@@ -746,14 +747,14 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
 #
 # Small NCHW planes make short GEMM rows for the plane driver: a 7x7 plane is
 # 49 columns, three panels of 16 and a ragged fourth, so a quarter of its
-# arithmetic lands on padding, and deep projections pack B on every call.
-# Here a block of pixels takes the NHWC roles instead: its values are
-# regrouped into A tiles (each channel's MR pixels side by side), run
-# against the layer's forward panels (bias in the head), and the C block is
-# transposed into the output planes.  Only
-# per-block copies, never a whole-tensor transpose.  Used for groups == 1,
-# stride 1, no padding, small planes (see pixel_path), when the caller has
-# the forward panels (the layer object keeps them).
+# arithmetic lands on padding, and deep GEMMs pack B on every call.  Here a
+# block of pixels takes the NHWC roles instead: its values are regrouped
+# into A tiles (each channel's MR pixels side by side; grad output masked by
+# the activation on the way), run against NHWC panels (forward: weights,
+# bias in the head; grad input: transposed weights), and the C block is
+# transposed into the output planes.  Only per-block copies, never a
+# whole-tensor transpose.  Used for groups == 1, stride 1, no padding, small
+# planes (nchw_pixel_tiles), where the caller passes the panels.
 
 cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 # A block's regrouped pixels and its C rows stay in L2 while the panel
@@ -761,8 +762,17 @@ cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 cdef size_t PIXEL_BLOCK_BYTES = 160 * 1024
 
 
-cdef struct PixJob:
-    Geom g
+def nchw_pixel_tiles(Py_ssize_t groups, Py_ssize_t plane):
+    """Whether an unstrided, unpadded NCHW pass with these groups and
+    plane size runs on pixel tiles (and so wants NHWC panels)."""
+    return groups == 1 and plane <= PIXEL_MAX_PLANE
+
+
+cdef struct PixTileJob:
+    Py_ssize_t n, plane
+    Py_ssize_t kc, ncol           # depth (A's planes), columns (C's planes)
+    bint masked                   # A zeroed where M is outside (mlo, mhi)
+    double mlo, mhi
     size_t mr, nr, ps
     Py_ssize_t ppg, pblock        # panels, panels per L2 block
     Py_ssize_t block, nblocks     # pixels per block, blocks per image
@@ -770,19 +780,20 @@ cdef struct PixJob:
     pw_gemm_params prm
 
 
-cdef void pixel_item(const PixJob *J, Py_ssize_t item, const real *x, real *out,
-                     const real *R, const real *packed, int *failed) noexcept nogil:
-    cdef const Geom *g = &J.g
-    cdef Py_ssize_t plane = g.h * g.w
+cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real *C,
+                     const real *R, const real *M, const real *packed,
+                     int *failed) noexcept nogil:
+    cdef Py_ssize_t plane = J.plane
     cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
     cdef Py_ssize_t n = it // J.nblocks, p0 = (it % J.nblocks) * J.block
     cdef Py_ssize_t rows = imin(J.block, plane - p0)
     cdef Py_ssize_t u0 = s * J.ppg // J.nsplit, u1 = (s + 1) * J.ppg // J.nsplit
     cdef Py_ssize_t col0 = u0 * <Py_ssize_t>J.nr
-    cdef Py_ssize_t cols = imin(g.cout, u1 * <Py_ssize_t>J.nr) - col0
+    cdef Py_ssize_t cols = imin(J.ncol, u1 * <Py_ssize_t>J.nr) - col0
     cdef Py_ssize_t cw = (u1 - u0) * <Py_ssize_t>J.nr   # C block row stride
     cdef Py_ssize_t ntiles = cdiv(rows, J.mr), t, pb, pe, ncols
-    cdef size_t a_bytes = ntiles * J.mr * g.cin * sizeof(real)
+    cdef Py_ssize_t a_off = n * J.kc * plane + p0
+    cdef size_t a_bytes = ntiles * J.mr * J.kc * sizeof(real)
     cdef char *buf
     cdef real *at
     cdef real *ct
@@ -797,50 +808,50 @@ cdef void pixel_item(const PixJob *J, Py_ssize_t item, const real *x, real *out,
         return
     at = <real *>buf
     ct = <real *>(buf + a_bytes + 64)
-    dst = out + (n * g.cout + col0) * plane + p0
-    # Tile t holds A[i][k] at t*cin*MR + k*MR + i.
-    gather_tiles(at, J.mr, x + n * g.cin * plane + p0, plane, g.cin, rows)
+    dst = C + (n * J.ncol + col0) * plane + p0
+    # Tile t holds A[i][k] at t*kc*MR + k*MR + i.
+    gather_tiles(at, J.mr, A + a_off, plane, J.kc, rows,
+                 M + a_off if J.masked else NULL, J.mlo, J.mhi)
     if R != NULL:
         # The residual goes where the sum will be, which the kernel then
         # reads as R aliasing C.
-        transpose(ct, cw, R + (dst - out), plane, cols, rows)
+        transpose(ct, cw, R + (dst - C), plane, cols, rows)
     prm.c_rs = cw
     prm.r_rs = cw
     pb = u0
     while pb < u1:
         pe = imin(u1, pb + J.pblock)
-        ncols = imin(g.cout, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+        ncols = imin(J.ncol, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
         for t in range(ntiles):
             c = ct + t * <Py_ssize_t>J.mr * cw + (pb - u0) * <Py_ssize_t>J.nr
             gemm(imin(J.mr, rows - t * <Py_ssize_t>J.mr), ncols,
-                 at + t * g.cin * <Py_ssize_t>J.mr, packed + pb * J.ps, c, NULL,
+                 at + t * J.kc * <Py_ssize_t>J.mr, packed + pb * J.ps, c, NULL,
                  c if R != NULL else NULL, &prm)
         pb = pe
     transpose(dst, plane, ct, cw, rows, cols)
 
 
-cdef bint pixel_path(const Geom *g, const real *wpacked) noexcept nogil:
+cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
     """Planes of at most PIXEL_MAX_PLANE pixels, where the plane driver's
     padded panels cost most.  On 14x14 (196 pixels, 6% padding) the
     regrouping and the output transpose cost more than they save:
     MobileNetV2's 14x14 layers ran 5-30% slower this way (interleaved A/B,
     one thread), its 7x7 layers 3-10% faster."""
-    return (wpacked != NULL and g.groups == 1 and g.simple
+    return (panels != NULL and g.groups == 1 and g.simple
             and g.h * g.w <= PIXEL_MAX_PLANE)
 
 
-cdef int pixel_run(PixJob *J, const real *x, real *out, const real *R,
-                   const real *packed, Py_ssize_t nthreads) noexcept nogil:
-    cdef const Geom *g = &J.g
-    cdef Py_ssize_t plane = g.h * g.w, mtot = g.n * plane, items, item, ntiles
-    cdef double flops = 2.0 * mtot * g.cin * g.cout
+cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
+                   const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
+    cdef Py_ssize_t plane = J.plane, mtot = J.n * plane, items, item, ntiles
+    cdef double flops = 2.0 * mtot * J.kc * J.ncol
     cdef int failed = 0, team
-    J.mr = tile_mr(out)
-    J.nr = tile_nr(out)
-    J.ps = pw_panel_stride(g.cin, J.nr)
-    J.ppg = cdiv(g.cout, J.nr)
-    J.pblock = imax(1, L2_BLOCK_BYTES // (g.cin * J.nr * sizeof(real) + 1))
-    J.prm.kc = g.cin
+    J.mr = tile_mr(C)
+    J.nr = tile_nr(C)
+    J.ps = pw_panel_stride(J.kc, J.nr)
+    J.ppg = cdiv(J.ncol, J.nr)
+    J.pblock = imax(1, L2_BLOCK_BYTES // (J.kc * J.nr * sizeof(real) + 1))
+    J.prm.kc = J.kc
     J.prm.panel_stride = J.ps
     J.prm.a_rs = 1
     J.prm.a_ks = J.mr
@@ -852,25 +863,35 @@ cdef int pixel_run(PixJob *J, const real *x, real *out, const real *R,
     ntiles = cdiv(plane, J.mr)
     # Every block streams all the weights: past an L2 block of them, one
     # block per image (per thread), as the NHWC driver does with its shares.
-    if g.cin * g.cout * sizeof(real) > L2_BLOCK_BYTES:
+    if J.kc * J.ncol * sizeof(real) > L2_BLOCK_BYTES:
         J.nblocks = 1
     else:
         J.nblocks = cdiv(plane, imax(<Py_ssize_t>J.mr,
-                                     PIXEL_BLOCK_BYTES // ((g.cin + g.cout) * sizeof(real))))
+                                     PIXEL_BLOCK_BYTES // ((J.kc + J.ncol) * sizeof(real))))
     if nthreads > 1 and J.nsplit == 1:
-        J.nblocks = imax(J.nblocks, cdiv(2 * nthreads, g.n))
+        J.nblocks = imax(J.nblocks, cdiv(2 * nthreads, J.n))
     J.nblocks = imin(J.nblocks, ntiles)
     J.block = J.mr * cdiv(ntiles, J.nblocks)
     J.nblocks = cdiv(plane, J.block)
-    items = g.n * J.nblocks * J.nsplit
+    items = J.n * J.nblocks * J.nsplit
     team = plan_threads(nthreads, flops, items)
     if team == 1:
         for item in range(items):
-            pixel_item(J, item, x, out, R, packed, &failed)
+            pixtile_item(J, item, A, C, R, M, packed, &failed)
     else:
         for item in prange(items, schedule='dynamic', num_threads=team):
-            pixel_item(J, item, x, out, R, packed, &failed)
+            pixtile_item(J, item, A, C, R, M, packed, &failed)
     return failed
+
+
+cdef void pixtile_job(PixTileJob *P, const Geom *g, bint grad_input) noexcept nogil:
+    """Forward reads C_in planes of x into C_out planes; grad input C_out
+    planes of grad output into C_in planes."""
+    memset(P, 0, sizeof(P[0]))
+    P.n = g.n
+    P.plane = g.h * g.w
+    P.kc = g.cout if grad_input else g.cin
+    P.ncol = g.cin if grad_input else g.cout
 
 
 # --------------------------------------------------------------- forward
@@ -921,16 +942,15 @@ cdef int _forward(const Geom *g, const real *x, const real *wpacked,
                   Py_ssize_t nthreads) noexcept nogil:
     cdef NhwcJob J
     cdef NchwJob K
-    cdef PixJob P
+    cdef PixTileJob P
     if g.n * g.ho * g.wo == 0 or g.cout == 0:
         return 0
-    if not nhwc and pixel_path(g, wpacked):
-        memset(&P, 0, sizeof(P))
-        P.g = g[0]
+    if not nhwc and pixtile_path(g, wpacked):
+        pixtile_job(&P, g, False)
         P.prm.clamp = clamp
         P.prm.lo = lo
         P.prm.hi = hi
-        return pixel_run(&P, x, out, residual, wpacked, nthreads)
+        return pixtile_run(&P, x, out, residual, <real *>NULL, wpacked, nthreads)
     if nhwc:
         pixel_job(&J, g, False)
         J.prm.clamp = clamp
@@ -971,6 +991,9 @@ def grad_input(object grad_out, object wpacked_t, object weight_t,
         failed = _grad_input(&g, <double *>data(grad_out), <double *>data(wpacked_t),
                              <double *>data(weight_t), <double *>data(output),
                              <double *>data(grad_in), nhwc, masked, lo, hi, nthreads)
+    if failed == 2:
+        raise RuntimeError("pwconv internal error: NCHW grad input got NHWC panels "
+                           "for a geometry that does not run on pixel tiles")
     if failed:
         raise MemoryError("pwconv: out of memory for per-thread scratch")
     return grad_in
@@ -992,12 +1015,22 @@ cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
                      Py_ssize_t nthreads) noexcept nogil:
     cdef NhwcJob J
     cdef NchwJob K
+    cdef PixTileJob P
     if g.n * g.ho * g.wo == 0 or g.cin == 0 or g.cout == 0:
         return 0
     if nhwc:
         grad_input_job(&J, g, masked, lo, hi)
         return nhwc_run(&J, gout, gin, <real *>NULL, output if masked else NULL,
                         wpacked_t, nthreads)
+    if pixtile_path(g, wpacked_t):
+        pixtile_job(&P, g, True)
+        P.masked = masked
+        P.mlo = lo
+        P.mhi = hi
+        return pixtile_run(&P, gout, gin, <real *>NULL, output if masked else NULL,
+                         wpacked_t, nthreads)
+    if weight_t == NULL:
+        return 2
     memset(&K, 0, sizeof(K))
     K.g = g[0]
     K.grad_input = True

@@ -66,9 +66,11 @@ cdef extern from "pw_pack.h" nogil:
                        double hi, double *col_sums)
 
     void pw_gather_tiles_f32(float *dst, size_t mr, const float *src,
-                             Py_ssize_t src_rs, size_t kc, size_t npix)
+                             Py_ssize_t src_rs, size_t kc, size_t npix,
+                             const float *mask, double lo, double hi)
     void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
-                             Py_ssize_t src_rs, size_t kc, size_t npix)
+                             Py_ssize_t src_rs, size_t kc, size_t npix,
+                             const double *mask, double lo, double hi)
     void pw_transpose_f32(float *dst, Py_ssize_t dst_rs, const float *src,
                           Py_ssize_t src_rs, size_t rows, size_t cols)
     void pw_transpose_f64(double *dst, Py_ssize_t dst_rs, const double *src,

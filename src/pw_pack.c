@@ -283,36 +283,48 @@ DEFINE_PACK_A_BODY(pack_a_body_f64, double)
 DEFINE_PACK_A(pw_pack_a_f32, pack_a_body_f32, float)
 DEFINE_PACK_A(pw_pack_a_f64, pack_a_body_f64, double)
 
-/* A tiles from channel planes: dst[(t*kc + k)*mr + i] = src[k*src_rs + t*mr + i]
- * for pixels t*mr + i < npix, zero past them.  Each plane row is read
+/* A tiles from channel planes: dst[(t*kc + k)*mr + i] = g(src[k*src_rs + t*mr + i])
+ * for pixels t*mr + i < npix, zero past them, where g zeroes a value unless
+ * lo < mask[same offset] < hi (mask may be NULL).  Each plane row is read
  * once, front to back, and dealt to the tiles, so reads stream; the tile
  * height is a compile-time constant in the body, so the copies are fixed. */
 #define DEFINE_GATHER_BODY(NAME, T)                                            \
 static inline void NAME(const size_t MRC, T *dst, const T *src,                \
-                        ptrdiff_t src_rs, size_t kc, size_t npix)              \
+                        ptrdiff_t src_rs, size_t kc, size_t npix,              \
+                        const T *mask, T tlo, T thi)                           \
 {                                                                              \
     const size_t full = npix / MRC, rest = npix - full * MRC;                  \
     const size_t tstride = kc * MRC;                                           \
     for (size_t k = 0; k < kc; k++) {                                          \
         const T *s = src + (ptrdiff_t)k * src_rs;                              \
+        const T *m = mask ? mask + (ptrdiff_t)k * src_rs : NULL;               \
         T *d = dst + k * MRC;                                                  \
-        for (size_t t = 0; t < full; t++, s += MRC, d += tstride)              \
-            for (size_t i = 0; i < MRC; i++) d[i] = s[i];                      \
+        if (!m) {                                                              \
+            for (size_t t = 0; t < full; t++, s += MRC, d += tstride)          \
+                for (size_t i = 0; i < MRC; i++) d[i] = s[i];                  \
+        } else {                                                               \
+            for (size_t t = 0; t < full; t++, s += MRC, m += MRC, d += tstride) \
+                for (size_t i = 0; i < MRC; i++)                               \
+                    d[i] = (m[i] > tlo && m[i] < thi) ? s[i] : (T)0;           \
+        }                                                                      \
         if (rest)                                                              \
-            for (size_t i = 0; i < MRC; i++) d[i] = i < rest ? s[i] : (T)0;    \
+            for (size_t i = 0; i < MRC; i++)                                   \
+                d[i] = i < rest && (!m || (m[i] > tlo && m[i] < thi))          \
+                       ? s[i] : (T)0;                                          \
     }                                                                          \
 }
 
 #define DEFINE_GATHER(NAME, BODY, T)                                           \
 void NAME(T *dst, size_t mr, const T *src, ptrdiff_t src_rs, size_t kc,        \
-          size_t npix)                                                         \
+          size_t npix, const T *mask, double lo, double hi)                    \
 {                                                                              \
+    const T tlo = (T)lo, thi = (T)hi;                                          \
     switch (mr) {                                                              \
-    case 4: BODY(4, dst, src, src_rs, kc, npix); break;                        \
-    case 6: BODY(6, dst, src, src_rs, kc, npix); break;                        \
-    case 7: BODY(7, dst, src, src_rs, kc, npix); break;                        \
-    case 8: BODY(8, dst, src, src_rs, kc, npix); break;                        \
-    default: BODY(mr, dst, src, src_rs, kc, npix);                             \
+    case 4: BODY(4, dst, src, src_rs, kc, npix, mask, tlo, thi); break;        \
+    case 6: BODY(6, dst, src, src_rs, kc, npix, mask, tlo, thi); break;        \
+    case 7: BODY(7, dst, src, src_rs, kc, npix, mask, tlo, thi); break;        \
+    case 8: BODY(8, dst, src, src_rs, kc, npix, mask, tlo, thi); break;        \
+    default: BODY(mr, dst, src, src_rs, kc, npix, mask, tlo, thi);             \
     }                                                                          \
 }
 

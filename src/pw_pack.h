@@ -56,11 +56,14 @@ void pw_pack_a_f64(double *dst, size_t mr, const double *src, ptrdiff_t src_ps,
 
 /* The NCHW pixel-tile driver's A: npix pixels of kc channel planes
  * (src_rs apart) regrouped per tile of mr pixels as dst[(t*kc + k)*mr + i],
- * the layout pw_pack_a makes; pixels past npix are zero. */
+ * the layout pw_pack_a makes; pixels past npix are zero, and so are values
+ * whose mask (same offsets; may be NULL) lies outside (lo, hi). */
 void pw_gather_tiles_f32(float *dst, size_t mr, const float *src,
-                         ptrdiff_t src_rs, size_t kc, size_t npix);
+                         ptrdiff_t src_rs, size_t kc, size_t npix,
+                         const float *mask, double lo, double hi);
 void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
-                         ptrdiff_t src_rs, size_t kc, size_t npix);
+                         ptrdiff_t src_rs, size_t kc, size_t npix,
+                         const double *mask, double lo, double hi);
 
 /* dst[j*dst_rs + i] = src[i*src_rs + j] for i < rows, j < cols: the NCHW
  * pixel-tile driver's per-block moves between channel planes and pixel
