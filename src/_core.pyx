@@ -781,8 +781,8 @@ cdef struct PixTileJob:
 
 
 cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real *C,
-                     const real *R, const real *M, const real *packed,
-                     int *failed) noexcept nogil:
+                       const real *R, const real *M, const real *packed,
+                       int *failed) noexcept nogil:
     cdef Py_ssize_t plane = J.plane
     cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
     cdef Py_ssize_t n = it // J.nblocks, p0 = (it % J.nblocks) * J.block
@@ -842,7 +842,7 @@ cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
 
 
 cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
-                   const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
+                     const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
     cdef Py_ssize_t plane = J.plane, mtot = J.n * plane, items, item, ntiles
     cdef double flops = 2.0 * mtot * J.kc * J.ncol
     cdef int failed = 0, team
