@@ -607,7 +607,9 @@ def render(results, args, meta):
            "budget. Inputs are uniform in [-1, 1).",
            "",
            "- pwconv: `PointwiseConv2d(..., num_threads=n)` with weights assigned "
-           "once, called as `layer(x, out=y)`; training uses `layer(x, out=y)` "
+           "once, called as `layer(x, out=y)` with `y = pwconv.empty(...)` (a "
+           "64-byte aligned buffer, as the README advises; inputs and residuals "
+           "are plain numpy arrays); training uses `layer(x, out=y)` "
            "then `layer.backward(grad_output)`.",
            "- numpy: NHWC as `matmul(x.reshape(N*H*W, C_in), w.T, out=)` + bias; "
            "NCHW as a stacked `matmul(w, x.reshape(N, C_in, H*W), out=)` (one "

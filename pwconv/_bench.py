@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import _core
+from ._alloc import empty
 from ._layer import PointwiseConv2d
 from ._suites import SUITES
 
@@ -71,7 +72,7 @@ def run_suite(suite, layout="NHWC", threads=1, dtype="float32", batch=1, repeats
                                 num_threads=threads, seed=i)
         b = rng.standard_normal(c_out).astype(dtype)
         layer.bias = b
-        y = np.empty_like(layer(x))
+        y = empty(layer(x).shape, dtype)
         layer(x, out=y)
         ref = _reference(x, layer.weight, b, (s, s), layout)
         err = float(np.max(np.abs(y - ref)) / (np.max(np.abs(ref)) + 1e-30))

@@ -3,17 +3,9 @@ import numpy as np
 
 from . import _core, _guard
 from . import _validate as v
+from ._alloc import aligned_array, aligned_empty
 
 __all__ = ["pointwise_conv2d", "pointwise_conv2d_backward"]
-
-
-def aligned_empty(n, dtype):
-    """A 1-D array of n elements whose data starts on a 64-byte boundary, so
-    every packed panel is cache-line aligned."""
-    dtype = np.dtype(dtype)
-    raw = np.empty(n + 64 // dtype.itemsize, dtype)
-    skip = (-raw.ctypes.data % 64) // dtype.itemsize
-    return raw[skip:skip + n]
 
 
 def pack_panels(w2d, groups, bias=None, transposed=False):
@@ -162,7 +154,7 @@ def run_forward(call, x, residual, out, packs):
     xc = np.ascontiguousarray(x if call.gather is None else x[call.gather])
     rc = np.ascontiguousarray(residual) if residual is not None else None
     if out is None:
-        out = np.empty(call.out_shape, call.dtype)
+        out = aligned_array(call.out_shape, call.dtype)
     oc = out
     if call.gather is not None or (call.core_nhwc and not call.nhwc):
         # A gathered strided map, or a one-pixel NCHW map (NHWC in memory).
@@ -229,7 +221,7 @@ def run_backward(call, grad_output, x, output, mask, packs):
     fused = nhwc and call.identity and mask[0] and (mask[1] or mask[2])
     if mask[0]:
         # Pixels that no output reads get a zero gradient.
-        gx = (np.empty if call.identity else np.zeros)(call.in_shape, call.dtype)
+        gx = aligned_array(call.in_shape, call.dtype, zero=not call.identity)
         # Small unstrided NCHW planes run on pixel tiles, over NHWC panels.
         panels = nhwc or (call.identity and _core.nchw_pixel_tiles(
             groups, call.core_in[2] * call.core_in[3]))
