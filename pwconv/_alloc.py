@@ -4,10 +4,12 @@ numpy's data usually starts 16-48 bytes past a 64-byte boundary, so every
 16-float row segment the kernels store straddles two cache lines.  Outputs
 pwconv allocates itself, and its packed panels, start on a boundary.
 """
+import math
 import numbers
 
 import numpy as np
 
+from . import _core
 from . import _validate as v
 
 __all__ = ["empty"]
@@ -19,13 +21,13 @@ def aligned_empty(n, dtype):
     """A 1-D array of n elements whose data starts on a 64-byte boundary."""
     dtype = np.dtype(dtype)
     raw = np.empty(n + ALIGN // dtype.itemsize, dtype)
-    skip = (-raw.ctypes.data % ALIGN) // dtype.itemsize
+    skip = (-_core.address(raw) % ALIGN) // dtype.itemsize
     return raw[skip:skip + n]
 
 
 def aligned_array(shape, dtype, zero=False):
     """An uninitialised (or zeroed) C-contiguous array on a 64-byte boundary."""
-    a = aligned_empty(int(np.prod(shape, dtype=np.int64)), dtype).reshape(shape)
+    a = aligned_empty(math.prod(shape), dtype).reshape(shape)
     if zero:
         a.fill(0)
     return a
