@@ -22,7 +22,9 @@ def aligned_empty(n, dtype):
     dtype = np.dtype(dtype)
     raw = np.empty(n + ALIGN // dtype.itemsize, dtype)
     skip = (-_core.address(raw) % ALIGN) // dtype.itemsize
-    return raw[skip:skip + n]
+    # An empty slice keeps its base's data pointer, so cut n from a
+    # non-empty aligned view.
+    return raw[skip:skip + max(n, 1)][:n]
 
 
 def aligned_array(shape, dtype, zero=False):
