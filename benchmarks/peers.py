@@ -112,42 +112,42 @@ def set_global_threads(n):
 # Forward runners
 
 
-def pwconv_forward(case, threads, activation=None, residual=None, out=None):
+def pwconv_forward(case, threads, activation=None, residual=None, out=None,
+                   layout=None):
+    """pwconv's layer on the case; `layout` other than the case's runs that
+    path instead, on the input transposed once outside the timed call."""
     pwconv = _import("pwconv")
+    layout = layout or case.layout
     layer = pwconv.PointwiseConv2d(case.c_in, case.c_out, bias=True,
-                                   stride=case.stride, layout=case.layout,
+                                   stride=case.stride, layout=layout,
                                    dtype=case.dtype, activation=activation,
                                    num_threads=threads)
     layer.weight = case.weight
     layer.bias = case.bias
-    x = case.x
+    to_other = (0, 2, 3, 1) if layout == "NHWC" else (0, 3, 1, 2)
+    x = case.x if layout == case.layout else np.ascontiguousarray(case.x.transpose(to_other))
+    out_shape = case.out_shape()
+    if layout != case.layout:
+        out_shape = tuple(out_shape[i] for i in to_other)
     # The output buffer as pwconv's docs advise: pwconv.empty, cache-line
     # aligned (XNNPACK's and torch's own outputs are aligned too).
-    y = pwconv.empty(case.out_shape(), case.dtype) if out is None else out
+    y = pwconv.empty(out_shape, case.dtype) if out is None else out
     if residual is None:
         fn = lambda: layer(x, out=y)
     else:
         fn = lambda: layer(x, residual=residual, out=y)
-    return Runner(fn, lambda: y)
+    runner = Runner(fn, lambda: y)
+    if layout != case.layout:
+        runner.expected = case.ref.transpose(to_other)
+    return runner
 
 
 def pwconv_nhwc_beside_nchw(case, threads):
-    """pwconv's own NHWC path on an NCHW table's layer (inputs transposed
-    once, outside the timed call), so NCHW speed / NHWC speed is measured
-    side by side in one run instead of across two tables."""
+    """pwconv's own NHWC path on an NCHW table's layer, so NCHW speed / NHWC
+    speed is measured side by side in one run instead of across two tables."""
     if case.layout != "NCHW":
         raise Unavailable("only beside NCHW tables")
-    pwconv = _import("pwconv")
-    layer = pwconv.PointwiseConv2d(case.c_in, case.c_out, bias=True,
-                                   stride=case.stride, layout="NHWC",
-                                   dtype=case.dtype, num_threads=threads)
-    layer.weight = case.weight
-    layer.bias = case.bias
-    x = np.ascontiguousarray(case.x.transpose(0, 2, 3, 1))
-    y = pwconv.empty((case.n, case.ho, case.wo, case.c_out), case.dtype)
-    runner = Runner(lambda: layer(x, out=y), lambda: y)
-    runner.expected = case.ref.transpose(0, 2, 3, 1)
-    return runner
+    return pwconv_forward(case, threads, layout="NHWC")
 
 
 def numpy_forward(case, threads):
