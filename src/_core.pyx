@@ -768,10 +768,14 @@ cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 cdef size_t PIXEL_BLOCK_BYTES = 160 * 1024
 
 
+cdef inline bint pixtile_shape(Py_ssize_t groups, Py_ssize_t plane) noexcept nogil:
+    return groups == 1 and plane <= PIXEL_MAX_PLANE
+
+
 def nchw_pixel_tiles(Py_ssize_t groups, Py_ssize_t plane):
     """Whether an unstrided, unpadded NCHW pass with these groups and
     plane size runs on pixel tiles (and so wants NHWC panels)."""
-    return groups == 1 and plane <= PIXEL_MAX_PLANE
+    return pixtile_shape(groups, plane)
 
 
 cdef struct PixTileJob:
@@ -843,8 +847,7 @@ cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
     regrouping and the output transpose cost more than they save:
     MobileNetV2's 14x14 layers ran 5-30% slower this way (interleaved A/B,
     one thread), its 7x7 layers 3-10% faster."""
-    return (panels != NULL and g.groups == 1 and g.simple
-            and g.h * g.w <= PIXEL_MAX_PLANE)
+    return panels != NULL and g.simple and pixtile_shape(g.groups, g.h * g.w)
 
 
 cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
