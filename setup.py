@@ -1,6 +1,7 @@
 """Build the compiled core: C kernels plus the Cython drivers, with OpenMP
 when the compiler has it (probed by compiling, linking and running a tiny
 program) and serially, with a warning, when it does not."""
+import glob
 import os
 import shutil
 import subprocess
@@ -95,6 +96,9 @@ extensions = [
     Extension(
         "pwconv._core",
         sources=["src/_core.pyx"] + C_SOURCES,
+        # Without the headers here, a build directory left from an earlier
+        # build keeps objects compiled against the old ones.
+        depends=sorted(glob.glob("src/*.h")),
         include_dirs=["src", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),

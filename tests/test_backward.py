@@ -98,6 +98,38 @@ def test_edge_shapes(rng, shape, dtype, layout, config):
     check_grads(got, expected, case, y, groups)
 
 
+# Shapes past the masked copies' internal blocks: over 256 output channels
+# (NHWC grad weight masks a row's channels in blocks of that size), planes
+# of 49 (pixel tiles), 81 and 196 (row sums in 32 lanes plus a ragged end),
+# and odd channel counts so vector runs end mid-way.  Each output is pushed
+# onto a threshold in places, where the mask must drop it.
+@pytest.mark.parametrize("activation", ["relu", "relu6", (-0.5, 0.5)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 13, 301, 3, 5), (2, 37, 29, 7, 7),
+                                   (1, 9, 67, 9, 9), (1, 20, 131, 14, 14)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_masked_wide(rng, dtype, layout, shape, activation):
+    n, c_in, c_out, h, w = shape
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in,
+                     c_out=c_out, h=h, w=w, residual=True)
+    layer = pwconv.PointwiseConv2d(c_in, c_out, activation=activation,
+                                   layout=layout, dtype=dtype)
+    layer.weight = case["weight"]
+    layer.bias = case["bias"]
+    y = layer(case["x"])
+    lo, hi = ref.activation_bounds(activation)
+    y.flat[::7] = lo
+    y.flat[3::11] = hi
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got, expected = run_backward(g, case, y, activation=activation, layout=layout)
+    check_grads(got, expected, case, y, groups=1)
+    gx = layer.backward(g)
+    assert_close(gx, expected[0], k=c_out, err_msg="layer grad_input")
+    assert_close(layer.grad_weight, expected[1], k=n * h * w, err_msg="layer grad_weight")
+    assert_close(layer.grad_bias, expected[2], k=n * h * w, err_msg="layer grad_bias")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_weight_4d_grad_shape(rng, layout):
     case = make_case(rng, dtype=np.float64, layout=layout, c_in=6, c_out=4,
