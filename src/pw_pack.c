@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "pw_mask.h"
+#include "pw_sums.h"
 
 size_t pw_panel_stride(size_t kc, size_t nr)
 {
@@ -174,13 +175,8 @@ DEFINE_PACK(pw_pack_f32, float, copy_row_f32, mask_row_f32)
 DEFINE_PACK(pw_pack_f64, double, copy_row_f64, mask_row_f64)
 
 
-/* Written so that GCC vectorises every loop: branch-free selects, column
- * sums kept in a block of T accumulators (contiguous adds), row sums in
- * ROW_LANES interleaved lanes: four vectors of adds in flight, since one
- * vector's add latency would cap the sum near a third of L2's bandwidth.
- * The summation order is fixed, so results stay bitwise repeatable. */
-#define SUM_BLOCK 256
-#define ROW_LANES 32
+/* Copies rows, masked or not, and sums the result along rows and columns
+ * on the same pass (see pw_sums.h). */
 #define DEFINE_MASK_ROWS(NAME, T)                                              \
 void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
           size_t rows, size_t cols, const T *mask, double lo, double hi,       \
@@ -199,51 +195,15 @@ void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
             }                                                                  \
             if (row_sums) {                                                    \
                 /* Without dst the mask is applied here, on the fly. */       \
-                const T *v = d ? d : s;                                        \
-                const T *mm = d ? NULL : m;                                    \
-                T lane[ROW_LANES];                                             \
-                for (size_t l = 0; l < ROW_LANES; l++) lane[l] = 0;            \
-                size_t c = 0;                                                  \
-                if (mm) {                                                      \
-                    T kept[ROW_LANES];                                         \
-                    for (; c + ROW_LANES <= cols; c += ROW_LANES) {            \
-                        keep_span_##T(kept, v + c, mm + c, ROW_LANES, tlo, thi); \
-                        for (size_t l = 0; l < ROW_LANES; l++)                 \
-                            lane[l] += kept[l];                                \
-                    }                                                          \
-                } else {                                                       \
-                    for (; c + ROW_LANES <= cols; c += ROW_LANES)              \
-                        for (size_t l = 0; l < ROW_LANES; l++)                 \
-                            lane[l] += v[c + l];                               \
-                }                                                              \
-                /* The ragged end goes to the first lanes and the lanes are  \
-                 * folded in halves: the short rows of 7x7 and 14x14 planes  \
-                 * (49, 196 values) spent more on a serial tail and a serial \
-                 * 32-lane total than on the sum itself. */                  \
-                for (size_t l = 0; c + l < cols; l++)                          \
-                    lane[l] += mm ? keep_##T(v[c + l], mm[c + l], tlo, thi)    \
-                                  : v[c + l];                                  \
-                for (size_t h = ROW_LANES / 2; h > 0; h /= 2)                  \
-                    for (size_t l = 0; l < h; l++) lane[l] += lane[l + h];     \
-                row_sums[r] += (double)lane[0];                                \
+                row_sums[r] += d ? row_sum_##T(d, NULL, cols, tlo, thi)       \
+                                 : row_sum_##T(s, m, cols, tlo, thi);         \
             }                                                                  \
         }                                                                      \
     }                                                                          \
     if (!col_sums) return;                                                     \
     /* Column sums read what was just written (the masked values); callers   \
      * that want masked column sums pass dst. */                              \
-    const T *base = dst ? dst : src;                                           \
-    const ptrdiff_t rs = dst ? dst_rs : src_rs;                                \
-    for (size_t c0 = 0; c0 < cols; c0 += SUM_BLOCK) {                          \
-        const size_t w = cols - c0 < SUM_BLOCK ? cols - c0 : SUM_BLOCK;        \
-        T acc[SUM_BLOCK];                                                      \
-        for (size_t c = 0; c < w; c++) acc[c] = 0;                             \
-        for (size_t r = 0; r < rows; r++) {                                    \
-            const T *v = base + (ptrdiff_t)r * rs + c0;                        \
-            for (size_t c = 0; c < w; c++) acc[c] += v[c];                     \
-        }                                                                      \
-        for (size_t c = 0; c < w; c++) col_sums[c0 + c] += acc[c];             \
-    }                                                                          \
+    col_sums_##T(dst ? dst : src, dst ? dst_rs : src_rs, rows, cols, col_sums); \
 }
 
 DEFINE_MASK_ROWS(pw_mask_rows_f32, float)
