@@ -72,9 +72,13 @@ cdef extern from "pw_pack.h" nogil:
                              Py_ssize_t src_rs, size_t kc, size_t npix,
                              const double *mask, double lo, double hi)
     void pw_transpose_f32(float *dst, Py_ssize_t dst_rs, const float *src,
-                          Py_ssize_t src_rs, size_t rows, size_t cols)
+                          Py_ssize_t src_rs, size_t rows, size_t cols,
+                          const float *r, Py_ssize_t r_rs, int clamp,
+                          double lo, double hi)
     void pw_transpose_f64(double *dst, Py_ssize_t dst_rs, const double *src,
-                          Py_ssize_t src_rs, size_t rows, size_t cols)
+                          Py_ssize_t src_rs, size_t rows, size_t cols,
+                          const double *r, Py_ssize_t r_rs, int clamp,
+                          double lo, double hi)
 
 cdef extern from "pw_omp.h" nogil:
     int pw_omp_enabled()

@@ -65,13 +65,19 @@ void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
                          ptrdiff_t src_rs, size_t kc, size_t npix,
                          const double *mask, double lo, double hi);
 
-/* dst[j*dst_rs + i] = src[i*src_rs + j] for i < rows, j < cols: the NCHW
- * pixel-tile driver's per-block moves between channel planes and pixel
- * rows (residual in, output out). */
+/* dst[j*dst_rs + i] = act(src[i*src_rs + j] + r[j*r_rs + i]) for i < rows,
+ * j < cols, where act clamps to [lo, hi] when clamp is nonzero and r may be
+ * NULL (nothing added): the NCHW pixel-tile driver's move from pixel rows
+ * to the output's channel planes, with the epilogue the kernel left out.
+ * r may be dst itself (in place). */
 void pw_transpose_f32(float *dst, ptrdiff_t dst_rs, const float *src,
-                      ptrdiff_t src_rs, size_t rows, size_t cols);
+                      ptrdiff_t src_rs, size_t rows, size_t cols,
+                      const float *r, ptrdiff_t r_rs, int clamp,
+                      double lo, double hi);
 void pw_transpose_f64(double *dst, ptrdiff_t dst_rs, const double *src,
-                      ptrdiff_t src_rs, size_t rows, size_t cols);
+                      ptrdiff_t src_rs, size_t rows, size_t cols,
+                      const double *r, ptrdiff_t r_rs, int clamp,
+                      double lo, double hi);
 
 /* Ask for `rows` rows of `row_bytes` bytes, `stride_bytes` apart, to be
  * brought into cache for reading: all levels, or with outer=1 the outer ones
