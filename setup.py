@@ -24,6 +24,7 @@ C_SOURCES = [
     "src/pw_dispatch.c",
     "src/pw_pack.c",
     "src/pw_scratch.c",
+    "src/pw_transpose.c",
 ]
 
 OPENMP_PROBE = textwrap.dedent("""

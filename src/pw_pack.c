@@ -338,47 +338,6 @@ DEFINE_GATHER_BODY(gather_body_f64, double)
 DEFINE_GATHER(pw_gather_tiles_f32, gather_body_f32, float)
 DEFINE_GATHER(pw_gather_tiles_f64, gather_body_f64, double)
 
-/* Square blocks of TRANSPOSE_TILE keep both the rows read and the rows
- * written within a few dozen cache lines, whichever side is strided.  The
- * epilogue, when asked for, is the kernels' own in the same order: x + r,
- * then clamped with NaN kept (a NaN fails both comparisons). */
-#define TRANSPOSE_TILE 16
-#define DEFINE_TRANSPOSE(NAME, T)                                              \
-void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,            \
-          size_t rows, size_t cols, const T *r, ptrdiff_t r_rs, int clamp,     \
-          double lo, double hi)                                                \
-{                                                                              \
-    const T tlo = (T)lo, thi = (T)hi;                                          \
-    for (size_t i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {                     \
-        const size_t i1 = rows - i0 < TRANSPOSE_TILE ? rows : i0 + TRANSPOSE_TILE; \
-        for (size_t j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {                 \
-            const size_t j1 = cols - j0 < TRANSPOSE_TILE ? cols : j0 + TRANSPOSE_TILE; \
-            for (size_t j = j0; j < j1; j++) {                                 \
-                T *d = dst + (ptrdiff_t)j * dst_rs;                            \
-                const T *s = src + (ptrdiff_t)j;                               \
-                if (!r && !clamp) {                                            \
-                    for (size_t i = i0; i < i1; i++)                           \
-                        d[i] = s[(ptrdiff_t)i * src_rs];                       \
-                    continue;                                                  \
-                }                                                              \
-                const T *rr = r ? r + (ptrdiff_t)j * r_rs : NULL;              \
-                for (size_t i = i0; i < i1; i++) {                             \
-                    T v = s[(ptrdiff_t)i * src_rs];                            \
-                    if (rr) v += rr[i];                                        \
-                    if (clamp) {                                               \
-                        v = v > thi ? thi : v;                                 \
-                        v = v < tlo ? tlo : v;                                 \
-                    }                                                          \
-                    d[i] = v;                                                  \
-                }                                                              \
-            }                                                                  \
-        }                                                                      \
-    }                                                                          \
-}
-
-DEFINE_TRANSPOSE(pw_transpose_f32, float)
-DEFINE_TRANSPOSE(pw_transpose_f64, double)
-
 void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
                       ptrdiff_t stride_bytes, int outer)
 {

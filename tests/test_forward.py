@@ -373,3 +373,30 @@ def test_deeper_than_one_depth_block(rng, dtype, layout, stride, padding, deep):
     want = ref.backward(g, case["x"], case["weight"], output=y, **kw)
     for a, b, k in zip(got, want, (c_out, 2 * 5 * 4, 2 * 5 * 4)):
         assert_close(a, b, k=k)
+
+
+# The clamp keeps NaN (a NaN pre-activation stays NaN, as np.clip and torch's
+# hardtanh leave it) on every path that clamps: the kernels' epilogue, and
+# the NCHW pixel-tile move out to the planes that adds the residual itself.
+# 5x7 and 7x7 planes run on pixel tiles in a layer object, 12x12 on planes.
+@pytest.mark.parametrize("hw", [(5, 7), (7, 7), (12, 12)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("residual", [False, True], ids=["nores", "res"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_clamp_keeps_nan(rng, dtype, layout, residual, hw):
+    h, w = hw
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=9, c_out=21, h=h, w=w,
+                     residual=residual)
+    case["x"].flat[5] = np.nan
+    if residual:
+        case["residual"].flat[-3] = np.nan
+    layer = pwconv.PointwiseConv2d(9, 21, activation="relu6", layout=layout, dtype=dtype)
+    layer.weight = case["weight"]
+    layer.bias = case["bias"]
+    got = layer(case["x"], residual=case["residual"])
+    expected = ref.forward(case["x"], case["weight"], case["bias"], layout=layout,
+                           activation="relu6", residual=case["residual"])
+    assert np.isnan(expected).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    assert_close(got[finite], expected[finite], k=9)
