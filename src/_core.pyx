@@ -1438,12 +1438,28 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
         gw[...] = 0
     elif gw is not None and J.tmode:
         total = partials[0] if J.team == 1 else partials.sum(axis=0)
-        gw[...] = total.reshape(groups, g.kg, g.ng).transpose(0, 2, 1).reshape(g.cout, g.kg)
+        # Through pw_transpose: numpy's strided copy of dW^T took 7% of a
+        # 960->160 7x7 NCHW backward pass at batch 4 (perf); in-process A/B,
+        # NCHW backward with fewer outputs than inputs: 1-3% faster at batch
+        # 4, 13% at batch 1 on 960->160 7x7.
+        if is_f32(x):
+            transpose_groups(<float *>data(gw), <float *>data(total), groups, g.kg, g.ng)
+        else:
+            transpose_groups(<double *>data(gw), <double *>data(total), groups, g.kg, g.ng)
     elif gw is not None and J.team > 1:
         # Fixed order, so the result does not depend on scheduling.
         np.sum(partials, axis=0, out=gw.reshape(g.cout, g.kg))
     if gb is not None:
         gb[...] = bsums.sum(axis=0)
+
+
+cdef void transpose_groups(real *dst, const real *src, Py_ssize_t groups,
+                           Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[g] = src[g]^T for each group: (rows x cols) into (cols x rows)."""
+    cdef Py_ssize_t grp
+    for grp in range(groups):
+        transpose(dst + grp * rows * cols, rows, src + grp * rows * cols, cols, rows, cols,
+                  NULL, 0, 0, 0, 0)
 
 
 cdef int _dw_run(DwJob *J, const real *gout, const real *x, const real *output,
