@@ -46,7 +46,7 @@ if HERE not in sys.path:
 
 import peers  # noqa: E402
 
-SUITES = ("forward", "fused", "overhead", "training")
+SUITES = ("forward", "fused", "overhead", "training", "training_relu6")
 MODEL_TITLES = {"mobilenet_v2": "MobileNetV2 pointwise",
                 "resnet50": "ResNet-50 1x1"}
 # Nominal single-core rates, only to share the time budget between layers
@@ -100,8 +100,10 @@ class Config:
     """One table: a suite at one model, batch, layout, dtype and thread count."""
 
     def __init__(self, suite, model, batch, layout, dtype, threads, layers,
-                 contenders, base, flop_factor=1, training=False, title=None):
+                 contenders, base, flop_factor=1, training=False, title=None,
+                 activation=None):
         self.suite, self.model, self.batch = suite, model, batch
+        self.activation = activation
         self.layout, self.dtype, self.threads = layout, dtype, threads
         self.layers, self.contenders, self.base = layers, contenders, base
         self.flop_factor, self.training = flop_factor, training
@@ -190,6 +192,16 @@ def build_plan(args, suites):
                     list(peers.TRAIN_PARTS.items()), "forward", training=True,
                     title=f"pwconv passes alone, MobileNetV2 pointwise, batch 4, "
                           f"{layout}, float32, {t} thread"))
+    if "training_relu6" in args.suite and "float32" in dtypes:
+        for layout in layouts:
+            for t in one_thread:
+                cont = [(n, b) for n, (b, lays) in peers.TRAINING.items()
+                        if layout in lays and keep(args, n)]
+                plan.append(Config(
+                    "training_relu6", "mobilenet_v2", 4, layout, "float32", t, mnv2,
+                    cont, "pwconv", flop_factor=3, training=True, activation="relu6",
+                    title=f"MobileNetV2 pointwise with relu6 on every layer, batch 4, "
+                          f"{layout}, float32, {t} thread"))
     return plan
 
 
@@ -208,9 +220,10 @@ def _rel_err(got, ref):
 def check(cfg, case, name, runner):
     """Max relative error of this contender's first result (raises if off)."""
     res = runner.result()
-    if cfg.suite == "training" or (cfg.suite == "train_parts" and name != "forward"):
+    if cfg.suite.startswith("training") or (cfg.suite == "train_parts"
+                                            and name != "forward"):
         gx, gw, gb = case.ref_grads
-        if cfg.suite == "training":
+        if cfg.suite.startswith("training"):
             y, got = res[0], res[1:]
             errs = [_rel_err(y, case.ref)]
             tols = [TOL[cfg.dtype]]
@@ -241,7 +254,8 @@ def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
         for li, layer in enumerate(cfg.layers):
             name, ci, co, h, w, s = layer
             case = peers.Case(name, cfg.batch, ci, co, h, w, s, cfg.layout,
-                              cfg.dtype, training=cfg.training)
+                              cfg.dtype, training=cfg.training,
+                              activation=cfg.activation)
             runners = []
             for cname, builder in cfg.contenders:
                 try:
@@ -375,7 +389,7 @@ def render_config(cfg):
                else (str(reps[0]) if reps else "0"))
     out = [f"### {cfg.title}", "",
            f"{n_layers} layer{'s' if n_layers > 1 else ''}, {gflop:.3f} GFLOP per "
-           f"{'training step' if cfg.suite == 'training' else 'pass'}, "
+           f"{'training step' if cfg.suite.startswith('training') else 'pass'}, "
            f"{rep_txt} repeats per layer.", ""]
     base = cfg.base
     out.append(f"| contender | total ms | GFLOP/s | ratio vs {base} (time / {base} time) |")
@@ -519,6 +533,17 @@ def figures(results):
             if c1 and c2:
                 sp.append(f"b{batch} {lay} {f(cross(c2, 'pwconv', c1, 'pwconv'))}")
     lines.append("- Training 2-thread / 1-thread speedup: " + (", ".join(sp) or "n/a"))
+    rl = []
+    for lay, torch_name in (("NHWC", "torch CL"), ("NCHW", "torch")):
+        c = F("training_relu6", "mobilenet_v2", 4, lay, "float32", 1)
+        plain = F("training", "mobilenet_v2", 4, lay, "float32", 1)
+        if c:
+            rs = [x for x in (ratio(c, "numpy"), ratio(c, torch_name)) if x is not None]
+            rl.append(f"{lay} {f(min(rs) if rs else None)} (numpy {f(ratio(c, 'numpy'))}, "
+                      f"{torch_name} {f(ratio(c, torch_name))}; pwconv with relu6 / without "
+                      f"{f(cross(plain, 'pwconv', c, 'pwconv'))})")
+    lines.append("- Training step with relu6 on every layer, MobileNetV2 b4, 1 thread, vs "
+                 "fastest of numpy/torch: " + ("; ".join(rl) or "n/a"))
     gw = []
     for lay in ("NHWC", "NCHW"):
         c = F("train_parts", "mobilenet_v2", 4, lay, "float32", 1)
@@ -619,6 +644,13 @@ def render(results, args, meta):
            "or channels_last (`torch CL`, the NHWC contender), "
            "`torch.set_num_threads(n)`; training: autograd with "
            "`requires_grad` on x, w, b, grads reset to None each step.",
+           "- Training with relu6: relu6 after every layer. pwconv: "
+           "`activation='relu6'` (clamped in the forward epilogue, the mask "
+           "applied while grad output is read); numpy: `clip` in place, then "
+           "grad output masked by `0 < y < 6` into a buffer of its own; torch: "
+           "`F.relu6` under autograd. Where the float64 pre-activation lies "
+           "within 1e-4 of 0 or 6, grad output is zero, so the check does not "
+           "depend on which side float32 rounding puts it.",
            "- ORT: one-node Conv model built in memory with `onnx.helper`, NCHW, "
            "`intra_op_num_threads=n`, `inter_op_num_threads=1`, sequential, "
            "spinning off, output bound with IO "
@@ -632,6 +664,7 @@ def render(results, args, meta):
            "## Figures", "", figures(results), ""]
     for suite, head in [("forward", "Forward"), ("fused", "Fused epilogue"),
                         ("overhead", "Python overhead"), ("training", "Training"),
+                        ("training_relu6", "Training with relu6"),
                         ("train_parts", "pwconv training passes alone")]:
         cfgs = [c for c in results if c.suite == suite]
         if not cfgs:

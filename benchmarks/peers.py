@@ -40,8 +40,9 @@ class Case:
     references.  Inputs are uniform in [-1, 1): no denormals, no overflow."""
 
     def __init__(self, name, n, c_in, c_out, h, w, stride, layout, dtype,
-                 training=False, seed=0):
+                 training=False, seed=0, activation=None):
         self.name, self.n, self.c_in, self.c_out = name, n, c_in, c_out
+        self.activation = activation
         self.h, self.w, self.stride = h, w, stride
         self.layout, self.dtype = layout, np.dtype(dtype)
         self.ho, self.wo = _out_hw(h, w, stride)
@@ -52,13 +53,25 @@ class Case:
         b = rng.uniform(-1, 1, c_out)
         ref = (x_nhwc[:, ::stride, ::stride].reshape(-1, c_in) @ wt.T + b)
         ref = ref.reshape(n, self.ho, self.wo, c_out)
+        keep = None
+        if activation == "relu6":
+            keep = (ref > 0) & (ref < 6)
+            # Within rounding of a threshold, float32 may fall on the other
+            # side than this float64 reference: such places get no gradient,
+            # so the mask there cannot change a result.
+            unsure = (np.abs(ref) < 1e-4) | (np.abs(ref - 6) < 1e-4)
+            ref = np.clip(ref, 0, 6)
+        elif activation is not None:
+            raise ValueError(f"activation {activation!r}: only relu6 is benchmarked")
         self.weight = wt.astype(self.dtype)
         self.bias = b.astype(self.dtype)
         self.x = self.to_layout(x_nhwc).astype(self.dtype)
         self.ref = self.to_layout(ref)
         if training:
             gy = rng.uniform(-1, 1, (n, self.ho, self.wo, c_out))
-            gy2 = gy.reshape(-1, c_out)
+            if keep is not None:
+                gy[unsure] = 0
+            gy2 = (gy * keep if keep is not None else gy).reshape(-1, c_out)
             xs = x_nhwc[:, ::stride, ::stride].reshape(-1, c_in)
             gx = np.zeros_like(x_nhwc)
             gx[:, ::stride, ::stride] = (gy2 @ wt).reshape(n, self.ho, self.wo, c_in)
@@ -384,7 +397,8 @@ def pwconv_training(case, threads):
     pwconv = _import("pwconv")
     layer = pwconv.PointwiseConv2d(case.c_in, case.c_out, bias=True,
                                    stride=case.stride, layout=case.layout,
-                                   dtype=case.dtype, num_threads=threads)
+                                   dtype=case.dtype, num_threads=threads,
+                                   activation=case.activation)
     layer.weight = case.weight
     layer.bias = case.bias
     x, gy = case.x, case.grad_output
@@ -411,26 +425,44 @@ def numpy_training(case, threads):
     gx = np.empty(x.shape, dt)
     gw = np.empty((co, ci), dt)
     gb = np.empty(co, dt)
+    relu6 = case.activation == "relu6"
+    # relu6: clipped in place; grad output masked into its own buffer by
+    # the derivative read off the output, in three passes.
+    gym = np.empty(gy.shape, dt) if relu6 else gy
+    above = np.empty(y.shape, bool) if relu6 else None
+    below = np.empty(y.shape, bool) if relu6 else None
+
+    def activate():
+        np.clip(y, 0, 6, out=y)
+        np.greater(y, 0, out=above)
+        np.less(y, 6, out=below)
+        np.logical_and(above, below, out=above)
+        np.multiply(gy, above, out=gym)
+
     if case.layout == "NHWC":
         x2, y2 = x.reshape(-1, ci), y.reshape(-1, co)
-        gy2, gx2 = gy.reshape(-1, co), gx.reshape(-1, ci)
+        gy2, gx2 = gym.reshape(-1, co), gx.reshape(-1, ci)
         w_t, gy2_t = wt.T, gy2.T
 
         def fn():
             np.matmul(x2, w_t, out=y2)
             np.add(y2, b, out=y2)
+            if relu6:
+                activate()
             np.matmul(gy2, wt, out=gx2)
             np.matmul(gy2_t, x2, out=gw)
             np.sum(gy2, axis=0, out=gb)
     else:
         x3, y3 = x.reshape(n, ci, -1), y.reshape(n, co, -1)
-        gy3, gx3 = gy.reshape(n, co, -1), gx.reshape(n, ci, -1)
+        gy3, gx3 = gym.reshape(n, co, -1), gx.reshape(n, ci, -1)
         w_t, b2 = wt.T, b[:, None]
         tmp = np.empty((co, ci), dt)
 
         def fn():
             np.matmul(wt, x3, out=y3)
             np.add(y3, b2, out=y3)
+            if relu6:
+                activate()
             np.matmul(w_t, gy3, out=gx3)
             # Per image, accumulated: a stacked matmul would materialise an
             # (N, C_out, C_in) temporary.
@@ -460,6 +492,8 @@ def torch_training(case, threads, channels_last=False):
         # so no accumulation pass is timed.
         x.grad = w.grad = b.grad = None
         y = F.conv2d(x, w, b, stride=s)
+        if case.activation == "relu6":
+            y = F.relu6(y)
         y.backward(gy)
         box[0] = y
 
