@@ -1127,7 +1127,15 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
     cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
     cdef size_t gx_bytes = J.gx.mr * J.gx.kc * sizeof(real) if J.fuse_gx and J.masked else 0
-    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + k_bytes + gx_bytes + 192)
+    # Short grad output rows with a mask: each chunk is masked once into its
+    # own buffer (L1-sized), which grad input and grad weight then both read
+    # as plain rows, instead of each masking on its own and grad weight
+    # regrouping the rows too.
+    cdef bint mask_once = J.nhwc and J.masked and g.cout * sizeof(real) <= 128
+    cdef size_t m_bytes = J.chunk * g.cout * sizeof(real) if mask_once else 0
+    cdef NhwcJob gxj = J.gx
+    cdef real *mbuf
+    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + k_bytes + gx_bytes + m_bytes + 256)
     cdef real *gx_scratch
     cdef real *at
     cdef real *bp
@@ -1147,6 +1155,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     at = <real *>(buf + b_bytes + 64)
     koff = <Py_ssize_t *>(buf + b_bytes + a_bytes + 64)
     gx_scratch = <real *>(buf + b_bytes + a_bytes + k_bytes + 128)
+    mbuf = <real *>(buf + b_bytes + a_bytes + k_bytes + gx_bytes + 192)
+    if mask_once:
+        gxj.masked = False
+        gxj.prefetch_a = False
     memset(&prm, 0, sizeof(prm))
     prm.c_rs = g.kg
     prm.r_rs = g.kg
@@ -1162,7 +1174,14 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         n = ci // J.nchunks_img
         q0 = (ci % J.nchunks_img) * J.chunk
         kq = imin(J.chunk, plane - q0)
-        if J.fuse_gx:
+        if mask_once:
+            mask_rows(mbuf, g.cout, gout + (n * plane + q0) * g.cout, g.cout, kq, g.cout,
+                      output + (n * plane + q0) * g.cout, J.mlo, J.mhi, NULL, NULL)
+            if J.fuse_gx:
+                nhwc_rows(&gxj, mbuf, gin, <real *>NULL, <real *>NULL, wpacked_t, 0,
+                          (n * plane + q0) * g.cin, g.cout, g.cin, kq, 0, gxj.units,
+                          True, gx_scratch)
+        elif J.fuse_gx:
             nhwc_rows(&J.gx, gout, gin, <real *>NULL, output if J.masked else NULL,
                       wpacked_t, (n * plane + q0) * g.cout, (n * plane + q0) * g.cin,
                       g.cout, g.cin, kq, 0, J.gx.units, True, gx_scratch)
@@ -1247,7 +1266,9 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 # of MR channels so a k step reads MR adjacent values.
                 src = gout + (n * plane + q0) * g.cout + grp * g.ng
                 prm.a_rs = 1
-                if g.cout * sizeof(real) <= 128 and not J.masked:
+                if mask_once:
+                    src = mbuf + grp * g.ng
+                if g.cout * sizeof(real) <= 128 and (mask_once or not J.masked):
                     # Short rows: in place, as in the swapped case above.
                     if J.want_b:
                         mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng,
