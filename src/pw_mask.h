@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "pw_vec.h"
+
 #define DEFINE_KEEP(T, BITS)                                                   \
 static inline T keep_##T(T v, T m, T lo, T hi)                                 \
 {                                                                              \
@@ -30,21 +32,15 @@ static inline T keep_##T(T v, T m, T lo, T hi)                                 \
 DEFINE_KEEP(float, uint32_t)
 DEFINE_KEEP(double, uint64_t)
 
-#if defined(__GNUC__) || defined(__clang__)
-#define PW_MASK_VECTORS 1
-typedef float pw_v4f __attribute__((vector_size(16)));
-typedef int32_t pw_v4i __attribute__((vector_size(16)));
-typedef double pw_v2d __attribute__((vector_size(16)));
-typedef int64_t pw_v2l __attribute__((vector_size(16)));
-#endif
-
 /* d[j] = keep(s[j], m[j]) for j < n.  d may be s itself. */
-#ifdef PW_MASK_VECTORS
-#define DEFINE_KEEP_SPAN(NAME, T, VT, VI, LANES)                               \
+#ifdef PW_VECTORS
+#define DEFINE_KEEP_SPAN(NAME, T)                                              \
 static inline void NAME(T *d, const T *s, const T *m, size_t n, T lo, T hi)    \
 {                                                                              \
-    VT vlo, vhi;                                                               \
-    for (size_t l = 0; l < LANES; l++) vlo[l] = lo, vhi[l] = hi;               \
+    typedef PW_VEC(T) VT;                                                      \
+    typedef PW_IVEC(T) VI;                                                     \
+    enum { LANES = sizeof(VT) / sizeof(T) };                                   \
+    const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                           \
     size_t j = 0;                                                              \
     for (; j + LANES <= n; j += LANES) {                                       \
         VT vs, vm;                                                             \
@@ -57,14 +53,14 @@ static inline void NAME(T *d, const T *s, const T *m, size_t n, T lo, T hi)    \
     for (; j < n; j++) d[j] = keep_##T(s[j], m[j], lo, hi);                    \
 }
 #else
-#define DEFINE_KEEP_SPAN(NAME, T, VT, VI, LANES)                               \
+#define DEFINE_KEEP_SPAN(NAME, T)                                              \
 static inline void NAME(T *d, const T *s, const T *m, size_t n, T lo, T hi)    \
 {                                                                              \
     for (size_t j = 0; j < n; j++) d[j] = keep_##T(s[j], m[j], lo, hi);        \
 }
 #endif
 
-DEFINE_KEEP_SPAN(keep_span_float, float, pw_v4f, pw_v4i, 4)
-DEFINE_KEEP_SPAN(keep_span_double, double, pw_v2d, pw_v2l, 2)
+DEFINE_KEEP_SPAN(keep_span_float, float)
+DEFINE_KEEP_SPAN(keep_span_double, double)
 
 #endif

@@ -1,5 +1,5 @@
 /* Row and column sums for the bias gradient, vectorised by hand where the
- * compiler has vector extensions (PW_MASK_VECTORS, from pw_mask.h).
+ * compiler has vector extensions (PW_VECTORS, from pw_vec.h).
  *
  * row_sum_T(v, m, n, lo, hi): the sum of keep(v[c], m[c]) over c < n (of
  * v[c] where m is NULL).
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "pw_mask.h"
+#include "pw_vec.h"
 
 /* Column sums run in strips of SUM_STRIP(T) accumulators (contiguous adds),
  * row sums in ROW_LANES(T) interleaved lanes: several vectors of adds in
@@ -26,11 +27,11 @@
  *
  * Eight 16-byte vectors of accumulators: 32 floats, 16 doubles. */
 #define SUM_STRIP(T) (128 / sizeof(T))
-#ifdef PW_MASK_VECTORS
+#ifdef PW_VECTORS
 #define SUM_COLUMNS(T, W)                                                      \
     do {                                                                       \
         enum { LANES = 16 / sizeof(T) };                                       \
-        typedef T vec __attribute__((vector_size(16)));                        \
+        typedef PW_VEC(T) vec;                                                 \
         vec acc[SUM_STRIP(T) / LANES];                                         \
         _Pragma("GCC unroll 8")                                                \
         for (size_t i = 0; i < (W) / LANES; i++) acc[i] = (vec){0};            \
@@ -78,14 +79,11 @@ static inline T row_sum_##T(const T *v, const T *m, size_t cols, T lo, T hi)   \
     ROW_SUM_BODY(T);                                                           \
 }
 
-#ifdef PW_MASK_VECTORS
-#define ROW_SUM_INT(T) ROW_SUM_INT_##T
-#define ROW_SUM_INT_float int32_t
-#define ROW_SUM_INT_double int64_t
+#ifdef PW_VECTORS
 #define ROW_SUM_BODY(T)                                                        \
     enum { VL = 16 / sizeof(T), NV = LANES / VL };                             \
-    typedef T vec __attribute__((vector_size(16)));                            \
-    typedef ROW_SUM_INT(T) ivec __attribute__((vector_size(16)));              \
+    typedef PW_VEC(T) vec;                                                     \
+    typedef PW_IVEC(T) ivec;                                                   \
     vec acc[NV], x;                                                            \
     _Pragma("GCC unroll 8")                                                    \
     for (size_t i = 0; i < NV; i++) acc[i] = (vec){0};                         \

@@ -11,8 +11,9 @@
  * comparisons and passes through). */
 #include "pw_pack.h"
 
-#include <stdint.h>
 #include <string.h>
+
+#include "pw_vec.h"
 
 #define TRANSPOSE_TILE 16
 
@@ -40,17 +41,15 @@ static void NAME(T *dst, ptrdiff_t dst_rs, const T *src, ptrdiff_t src_rs,     \
 DEFINE_TRANSPOSE_SCALAR(transpose_span_f32, float)
 DEFINE_TRANSPOSE_SCALAR(transpose_span_f64, double)
 
+#ifdef PW_VECTORS
+typedef pw_v4f v4f;
+typedef pw_v4i v4i;
+
 #if defined(__clang__)
-#define TRANSPOSE_VECTORS 1
 #define SHUFFLE4(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
-#elif defined(__GNUC__)
-#define TRANSPOSE_VECTORS 1
+#else
 #define SHUFFLE4(a, b, i, j, k, l) __builtin_shuffle(a, b, (v4i){i, j, k, l})
 #endif
-
-#ifdef TRANSPOSE_VECTORS
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
 
 static inline v4f load4(const float *p)
 {
@@ -89,7 +88,7 @@ void pw_transpose_f32(float *dst, ptrdiff_t dst_rs, const float *src,
         for (size_t j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {
             const size_t j1 = cols - j0 < TRANSPOSE_TILE ? cols : j0 + TRANSPOSE_TILE;
             size_t iv = i0, jv = j0;
-#ifdef TRANSPOSE_VECTORS
+#ifdef PW_VECTORS
             const v4f vlo = {tlo, tlo, tlo, tlo}, vhi = {thi, thi, thi, thi};
             iv = i0 + (i1 - i0) / 4 * 4;
             jv = j0 + (j1 - j0) / 4 * 4;
