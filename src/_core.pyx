@@ -1175,8 +1175,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         q0 = (ci % J.nchunks_img) * J.chunk
         kq = imin(J.chunk, plane - q0)
         if mask_once:
+            # The bias sums ride along (all groups' channels at once).
             mask_rows(mbuf, g.cout, gout + (n * plane + q0) * g.cout, g.cout, kq, g.cout,
-                      output + (n * plane + q0) * g.cout, J.mlo, J.mhi, NULL, NULL)
+                      output + (n * plane + q0) * g.cout, J.mlo, J.mhi,
+                      bs if J.want_b else NULL, NULL)
             if J.fuse_gx:
                 nhwc_rows(&gxj, mbuf, gin, <real *>NULL, <real *>NULL, wpacked_t, 0,
                           (n * plane + q0) * g.cin, g.cout, g.cin, kq, 0, gxj.units,
@@ -1270,7 +1272,7 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     src = mbuf + grp * g.ng
                 if g.cout * sizeof(real) <= 128 and (mask_once or not J.masked):
                     # Short rows: in place, as in the swapped case above.
-                    if J.want_b:
+                    if J.want_b and not mask_once:
                         mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng,
                                   <real *>NULL, 0, 0, bs + grp * g.ng, NULL)
                     a = src
