@@ -402,3 +402,29 @@ def test_nchw_grad_weight_masked_over_long_planes(rng, dtype, groups, c_in, c_ou
     want = ref.backward(g, case["x"], case["weight"], output=y, **kw)
     for a, b, k in zip(got, want, (c_out // groups, 2 * 13 * 12, 2 * 13 * 12)):
         assert_close(a, b, k=k)
+
+
+# Inputs and grad outputs over 6 MB, 160 deep: the NHWC driver then asks
+# for each next row tile's A rows ahead (forward: x; grad input: grad
+# output).  10000 pixels leave a ragged last tile, whose successor the
+# prefetch must not reach for.  A prefetch cannot change a result; this
+# checks that the path runs and stays right at that size.
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_large_streamed_operands(rng, dtype, layout):
+    case = make_case(rng, dtype=dtype, layout=layout, n=1, c_in=160, c_out=168,
+                     h=100, w=100)
+    assert case["x"].nbytes > 6 * 1024 * 1024
+    layer = pwconv.PointwiseConv2d(160, 168, layout=layout, dtype=dtype)
+    layer.weight = case["weight"]
+    layer.bias = case["bias"]
+    y = layer(case["x"])
+    assert_close(y, ref.forward(case["x"], case["weight"], case["bias"], layout=layout),
+                 k=160)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert g.nbytes > 6 * 1024 * 1024
+    gx = layer.backward(g)
+    expected = ref.backward(g, case["x"], case["weight"], layout=layout)
+    assert_close(gx, expected[0], k=168, err_msg="grad_input")
+    assert_close(layer.grad_weight, expected[1], k=10000, err_msg="grad_weight")
+    assert_close(layer.grad_bias, expected[2], k=10000, err_msg="grad_bias")
