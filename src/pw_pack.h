@@ -68,7 +68,8 @@ void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
 /* dst[j*dst_rs + i] = act(src[i*src_rs + j] + r[j*r_rs + i]) for i < rows,
  * j < cols, where act clamps to [lo, hi] when clamp is nonzero and r may be
  * NULL (nothing added): the NCHW pixel-tile driver's move from pixel rows
- * to the output's channel planes, with the epilogue the kernel left out.
+ * to the output's channel planes, with the epilogue the kernel left out,
+ * and (plain) grad weight's dW^T into dW when the operands were swapped.
  * r may be dst itself (in place). */
 void pw_transpose_f32(float *dst, ptrdiff_t dst_rs, const float *src,
                       ptrdiff_t src_rs, size_t rows, size_t cols,

@@ -1,6 +1,6 @@
 /* pw_transpose: the NCHW pixel-tile driver's move of a C block (pixel rows)
- * out to the output's channel planes, with the epilogue the kernel left out
- * (see pw_pack.h).
+ * out to the output's channel planes, with the epilogue the kernel left out,
+ * and grad weight's dW^T into dW (see pw_pack.h).
  *
  * Square blocks of TRANSPOSE_TILE keep both the rows read and the rows
  * written within a few dozen cache lines, whichever side is strided.  Inside
