@@ -12,6 +12,7 @@ cdef extern from "pw_kernels.h" nogil:
         int clamp
         double lo
         double hi
+        int stream
 
     ctypedef void (*pw_gemm_f32_fn)(size_t, size_t, const float *, const float *,
                                     float *, const float *, const float *,
@@ -34,6 +35,8 @@ cdef extern from "pw_runtime.h" nogil:
     const pw_isa *pw_isa_best()
     const char *pw_isa_available()
     void *pw_scratch(size_t nbytes)
+    size_t pw_llc_bytes()
+    void pw_store_fence()
 
 cdef extern from "pw_pack.h" nogil:
     size_t pw_panel_stride(size_t kc, size_t nr)

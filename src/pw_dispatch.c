@@ -3,6 +3,9 @@
 #include "pw_runtime.h"
 
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 static const pw_isa generic_isa = {
     "generic", PW_MR_GENERIC, PW_NR_GENERIC, pw_gemm_f32_generic,
@@ -74,4 +77,23 @@ const char *pw_isa_available(void)
     return "generic neon";
 #endif
     return "generic";
+}
+
+size_t pw_llc_bytes(void)
+{
+    long bytes = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    if (bytes <= 0) bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return bytes > 0 ? (size_t)bytes : 0;
+}
+
+void pw_store_fence(void)
+{
+#ifdef PW_HAVE_AVX2_BUILD
+    __builtin_ia32_sfence();
+#endif
 }

@@ -35,6 +35,12 @@
  * past the kc values of each A row, the (kc+1)*NR values of each panel it
  * uses, or row_bias[mr-1]; loads are unaligned-safe (panels are 64-byte
  * aligned when the drivers pack them, but the contract does not need it).
+ *
+ * stream: C is written once, is larger than the cache can keep, and is not
+ * read back by this call (no R aliasing it, no later depth block), so a
+ * kernel may store whole aligned rows non-temporally, skipping the read for
+ * ownership of each line.  A kernel may ignore it.  The caller runs
+ * pw_store_fence() before C is read by another thread.
  */
 #ifndef PW_KERNELS_H
 #define PW_KERNELS_H
@@ -51,6 +57,8 @@ typedef struct {
     ptrdiff_t b_ks;       /* 0: packed panels with a head row; else direct B, k stride */
     int clamp;            /* nonzero: y = min(max(y, lo), hi) with NaN kept */
     double lo, hi;
+    int stream;           /* nonzero: C may be written with non-temporal
+                             stores (a hint; see below) */
 } pw_gemm_params;
 
 typedef void (*pw_gemm_f32_fn)(size_t mr, size_t nc, const float *a,

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import pwconv
 import reference as ref
 from reference import (ACTIVATIONS, DTYPES, EDGE_SHAPES, LAYOUTS, VIEW_KINDS,
-                       assert_close, assert_unchanged, make_case, restride,
-                       shape_id, snapshot)
+                       assert_close, assert_unchanged, grad_output_like, make_case,
+                       restride, shape_id, snapshot)
 
 STRIDES = (1, 2, (1, 2))
 PADDINGS = (0, 1, (1, 0), (0, 1, 2, 1))
@@ -400,3 +400,52 @@ def test_clamp_keeps_nan(rng, dtype, layout, residual, hw):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     finite = ~np.isnan(expected)
     assert_close(got[finite], expected[finite], k=9)
+
+
+@pytest.fixture
+def stream_everything():
+    """Every eligible output written with non-temporal stores, whatever this
+    machine's cache size (normally only outputs past half of it)."""
+    from pwconv import _core
+    old = _core.stream_min_bytes(0)
+    yield
+    _core.stream_min_bytes(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("config", [
+    dict(c_in=24, c_out=48),
+    dict(c_in=24, c_out=40, activation="relu6"),          # ragged panel
+    dict(c_in=16, c_out=32, stride=2, padding=1),
+    dict(c_in=2 * 2048 + 3, c_out=16),                    # depth blocks: not streamed
+], ids=["plain", "ragged-relu6", "s2-pad", "deep"])
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "offset"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_streamed_output_matches(rng, dtype, layout, aligned, config, threads,
+                                 stream_everything):
+    # Streaming changes how C reaches memory, never a value: forward and
+    # grad input must be bitwise what cached stores give, with the output
+    # 32-byte aligned (streamed) or not (the kernel falls back).
+    from pwconv import _core
+    config = dict(config)
+    c_in, c_out = config.pop("c_in"), config.pop("c_out")
+    kw = dict(config, layout=layout, num_threads=threads)
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=c_in, c_out=c_out,
+                     h=12, w=11, stride=kw.get("stride", 1), padding=kw.get("padding", 0))
+    conv = pwconv.PointwiseConv2d(c_in, c_out, **kw, dtype=dtype)
+    conv.weight, conv.bias = case["weight"], case["bias"]
+    expected = ref.forward(case["x"], case["weight"], case["bias"],
+                           **{k: v for k, v in kw.items() if k != "num_threads"})
+    shape = expected.shape
+    store = pwconv.empty((int(np.prod(shape)) + 1,), dtype)
+    out = (store[:-1] if aligned else store[1:]).reshape(shape)
+    y = conv(case["x"], out=out)
+    g = grad_output_like(rng, y)
+    gx = conv.backward(g).copy()
+    _core.stream_min_bytes(1 << 62)
+    y_cached = conv(case["x"])
+    gx_cached = conv.backward(g)
+    np.testing.assert_array_equal(y, y_cached)
+    np.testing.assert_array_equal(gx, gx_cached)
+    assert_close(y, expected, k=c_in)
