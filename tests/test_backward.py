@@ -99,13 +99,16 @@ def test_edge_shapes(rng, shape, dtype, layout, config):
 
 
 # Shapes past the masked copies' internal blocks: over 256 output channels
-# (NHWC grad weight masks a row's channels in blocks of that size), planes
-# of 49 (pixel tiles), 81 and 196 (row sums in 32 lanes plus a ragged end),
-# and odd channel counts so vector runs end mid-way.  Each output is pushed
-# onto a threshold in places, where the mask must drop it.
+# (NHWC grad weight masks a row's channels in blocks of that size, and cuts
+# pixels into chunks whose masked rows fit MASK_ONCE_BYTES: 16x16 makes two),
+# planes of 49 (pixel tiles), 81 and 196 (row sums in 32 lanes plus a
+# ragged end), few input channels (NHWC then swaps the operands), and odd
+# channel counts so vector runs end mid-way.  Each output is pushed onto a
+# threshold in places, where the mask must drop it.
 @pytest.mark.parametrize("activation", ["relu", "relu6", (-0.5, 0.5)], ids=str)
 @pytest.mark.parametrize("shape", [(1, 13, 301, 3, 5), (2, 37, 29, 7, 7),
-                                   (1, 9, 67, 9, 9), (1, 20, 131, 14, 14)],
+                                   (1, 9, 67, 9, 9), (1, 20, 131, 14, 14),
+                                   (1, 40, 301, 16, 16)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
