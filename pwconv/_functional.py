@@ -216,15 +216,17 @@ def run_backward(call, grad_output, x, output, mask, packs):
     nhwc, sh, sw, top, left, groups = call.core_geom
     threads = call.threads or _core.default_threads()
     gx = gw = gb = None
-    # With pixels in place, NHWC grad input rides along the grad-weight
-    # sweep, so grad output is read from memory once.
-    fused = nhwc and call.identity and mask[0] and (mask[1] or mask[2])
+    plane = call.core_in[1] * call.core_in[2] if nhwc else call.core_in[2] * call.core_in[3]
+    # Small unstrided NCHW planes run grad input on pixel tiles, over NHWC
+    # panels.
+    panels = nhwc or (call.identity and _core.nchw_pixel_tiles(groups, plane))
+    # With pixels in place, grad input can ride along the grad-weight sweep,
+    # so grad output is read from memory, and masked, once.
+    fused = (call.identity and mask[0] and (mask[1] or mask[2])
+             and _core.fuse_grad_input(nhwc, groups, plane, call.c_out // groups))
     if mask[0]:
         # Pixels that no output reads get a zero gradient.
         gx = aligned_array(call.in_shape, call.dtype, zero=not call.identity)
-        # Small unstrided NCHW planes run on pixel tiles, over NHWC panels.
-        panels = nhwc or (call.identity and _core.nchw_pixel_tiles(
-            groups, call.core_in[2] * call.core_in[3]))
         packed = call.pack(packs, "grad_input_nhwc" if panels else "grad_input_nchw")
         if not fused:
             _core.grad_input(go, packed if panels else None, None if panels else packed, oc,
