@@ -27,6 +27,10 @@ def config():
         "tile_float64": _core.tile_shape(8),
         "openmp": _core.openmp_enabled(),
         "threads": _core.default_threads(),
+        # NHWC outputs from this size on are written around the cache
+        # (non-temporal stores): half of one last-level cache instance.
+        "llc_bytes": _core.llc_bytes(),
+        "stream_min_bytes": _core.stream_min_bytes(),
         "numpy": np.__version__,
     }
 

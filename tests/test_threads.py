@@ -360,3 +360,12 @@ def test_more_threads_than_work(rng, shape, layout, num_threads):
                                 output=y, **kw)
         for a, e, k in zip(grads, expected, (c_out // groups, n * h * w, n * h * w)):
             assert_close(a, e, k=k)
+
+
+def test_show_config_reports_stream_threshold():
+    # The size from which outputs are streamed past the cache: half of the
+    # last-level cache when the OS reports one, 16 MB otherwise.
+    info = pwconv.show_config()
+    llc, threshold = info["llc_bytes"], info["stream_min_bytes"]
+    assert llc >= 0
+    assert threshold == (llc // 2 if llc >= 8 << 20 else 16 << 20)
