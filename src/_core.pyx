@@ -50,8 +50,9 @@ cdef Py_ssize_t DW_CHUNK_NCHW = 2048
 # Shorter chunks where B is read in place, so a tile's strided rows of A
 # and B stay in L1 across its panels (measured on MobileNetV2 shapes).
 cdef Py_ssize_t DW_CHUNK_DIRECT = 64
-# NHWC grad weight with a mask: chunks short enough that their masked grad
-# output fits in this much (see mask_once in dw_thread).  Before, rows of
+# Grad weight chunks short enough that their grad output rows fit in this
+# much: masked into a buffer (mask_once in dw_thread), or read again by NCHW
+# grad input fused into the sweep while still in L2.  NHWC: before, rows of
 # more than 32 floats were masked twice, by grad input's row tiles and by
 # grad weight's regrouping, each reading grad output and the output again,
 # and the swapped operand order was never used with a mask.  In-process A/B,
@@ -1174,8 +1175,9 @@ cdef struct DwJob:
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
     bint direct_b     # NHWC input read in place as B (see DW_PACK_MIN_ROWS)
-    bint fuse_gx      # NHWC, pixels in place: each chunk's grad input rows
-    NhwcJob gx        # are computed here too, while its grad output is hot
+    bint fuse_gx      # pixels in place: each chunk's grad input is computed
+    NhwcJob gx        # here too, while its grad output is hot (gx: NHWC's
+                      # driver job; NCHW uses dw_nchw_grad_input)
 
 
 cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps,
@@ -1276,9 +1278,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
     cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
     cdef size_t gx_bytes = J.gx.mr * J.gx.kc * sizeof(real) if J.fuse_gx and J.masked else 0
-    # NHWC with a mask: each chunk of grad output is masked once into its own
-    # buffer (at most MASK_ONCE_BYTES), which grad input and grad weight then
-    # both read as plain rows, as they read grad output without a mask.
+    # With a mask (NHWC, or NCHW with grad input fused): each chunk of grad
+    # output is masked once into its own buffer (at most MASK_ONCE_BYTES),
+    # which grad input and grad weight then both read as plain rows, as they
+    # read grad output without a mask.
     cdef bint mask_once = J.masked and (J.nhwc or J.fuse_gx)
     cdef size_t m_bytes = (J.chunk if J.nhwc else kca) * g.cout * sizeof(real) if mask_once else 0
     # NCHW grad input's ragged last panel (dw_nchw_grad_input).
