@@ -216,7 +216,7 @@ def run_backward(call, grad_output, x, output, mask, packs):
     nhwc, sh, sw, top, left, groups = call.core_geom
     threads = call.threads or _core.default_threads()
     gx = gw = gb = None
-    plane = call.core_in[1] * call.core_in[2] if nhwc else call.core_in[2] * call.core_in[3]
+    plane = call.core_in[2] * call.core_in[3]   # NCHW's; NHWC decides without it
     # Small unstrided NCHW planes run grad input on pixel tiles, over NHWC
     # panels.
     panels = nhwc or (call.identity and _core.nchw_pixel_tiles(groups, plane))

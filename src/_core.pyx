@@ -1277,7 +1277,6 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                            J.chunk * J.mr * cdiv(imax(g.ng, g.kg), J.mr)) * sizeof(real)
     cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
     cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
-    cdef size_t gx_bytes = J.gx.mr * J.gx.kc * sizeof(real) if J.fuse_gx and J.masked else 0
     # With a mask (NHWC, or NCHW with grad input fused): each chunk of grad
     # output is masked once into its own buffer (at most MASK_ONCE_BYTES),
     # which grad input and grad weight then both read as plain rows, as they
@@ -1289,11 +1288,9 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                              if J.fuse_gx and not J.nhwc else 0)
     cdef real *gx_tail
     cdef const real *gsrc
-    cdef NhwcJob gxj = J.gx
     cdef real *mbuf
-    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + k_bytes + gx_bytes + m_bytes
-                                        + gxt_bytes + 320)
-    cdef real *gx_scratch
+    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + k_bytes + m_bytes + gxt_bytes
+                                        + 256)
     cdef real *at
     cdef real *bp
     cdef const real *a
@@ -1311,12 +1308,8 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     bp = <real *>buf
     at = <real *>(buf + b_bytes + 64)
     koff = <Py_ssize_t *>(buf + b_bytes + a_bytes + 64)
-    gx_scratch = <real *>(buf + b_bytes + a_bytes + k_bytes + 128)
-    mbuf = <real *>(buf + b_bytes + a_bytes + k_bytes + gx_bytes + 192)
-    gx_tail = <real *>(buf + b_bytes + a_bytes + k_bytes + gx_bytes + m_bytes + 256)
-    if mask_once:
-        gxj.masked = False
-        gxj.prefetch_a = False
+    mbuf = <real *>(buf + b_bytes + a_bytes + k_bytes + 128)
+    gx_tail = <real *>(buf + b_bytes + a_bytes + k_bytes + m_bytes + 192)
     memset(&prm, 0, sizeof(prm))
     prm.c_rs = g.kg
     prm.r_rs = g.kg
@@ -1344,26 +1337,22 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     gsrc = mbuf
                 dw_nchw_grad_input(J, gsrc, kca if mask_once else plane, kq,
                                    gin + n * g.cin * plane + q0, wpacked_t, gx_tail)
-        elif mask_once:
-            # The bias sums ride along (all groups' channels at once).
-            mask_rows(mbuf, g.cout, gout + (n * plane + q0) * g.cout, g.cout, kq, g.cout,
-                      output + (n * plane + q0) * g.cout, J.mlo, J.mhi,
-                      bs if J.want_b else NULL, NULL)
+        else:
+            gsrc = gout + (n * plane + q0) * g.cout
+            if mask_once:
+                # The bias sums ride along (all groups' channels at once).
+                mask_rows(mbuf, g.cout, gsrc, g.cout, kq, g.cout, output + (gsrc - gout),
+                          J.mlo, J.mhi, bs if J.want_b else NULL, NULL)
+                gsrc = mbuf
             if J.fuse_gx:
-                nhwc_rows(&gxj, mbuf, gin, <real *>NULL, <real *>NULL, wpacked_t, 0,
-                          (n * plane + q0) * g.cin, g.cout, g.cin, kq, 0, gxj.units,
-                          True, gx_scratch)
-        elif J.fuse_gx:
-            nhwc_rows(&J.gx, gout, gin, <real *>NULL, output if J.masked else NULL,
-                      wpacked_t, (n * plane + q0) * g.cout, (n * plane + q0) * g.cin,
-                      g.cout, g.cin, kq, 0, J.gx.units, True, gx_scratch)
+                nhwc_rows(&J.gx, gsrc, gin, <real *>NULL, <real *>NULL, wpacked_t, 0,
+                          (n * plane + q0) * g.cin, g.cout, g.cin, kq, 0, J.gx.units,
+                          True, <real *>NULL)
         if J.tmode and J.nhwc:
             prm.kc = kq
             for grp in range(g.groups):
-                src = gout + (n * plane + q0) * g.cout + grp * g.ng
-                if mask_once:
-                    src = mbuf + grp * g.ng
-                elif J.want_b:
+                src = gsrc + grp * g.ng
+                if J.want_b and not mask_once:
                     mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng, <real *>NULL,
                               0, 0, bs + grp * g.ng, NULL)
                 if J.want_w:
@@ -1417,11 +1406,9 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
             if J.nhwc:
                 # Pixels are the rows of grad output here: regroup each tile
                 # of MR channels so a k step reads MR adjacent values.
-                src = gout + (n * plane + q0) * g.cout + grp * g.ng
+                src = gsrc + grp * g.ng     # masked already, where there is a mask
                 prm.a_rs = 1
-                if mask_once:
-                    src = mbuf + grp * g.ng
-                if g.cout * sizeof(real) <= 128 and (mask_once or not J.masked):
+                if g.cout * sizeof(real) <= 128:
                     # Short rows: in place, as in the swapped case above.
                     if J.want_b and not mask_once:
                         mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng,
@@ -1429,9 +1416,8 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     a = src
                     prm.a_ks = g.cout
                 else:
-                    pack_a(at, J.mr, src, g.cout, kq, g.ng,
-                           output + (src - gout) if J.masked and not mask_once else NULL,
-                           J.mlo, J.mhi, bs + grp * g.ng if J.want_b and not mask_once else NULL)
+                    pack_a(at, J.mr, src, g.cout, kq, g.ng, <real *>NULL, 0, 0,
+                           bs + grp * g.ng if J.want_b and not mask_once else NULL)
                     a = at
                     prm.a_ks = J.mr
             else:
@@ -1554,11 +1540,14 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
             raise ValueError("fused grad input needs pixels in place")
         J.fuse_gx = True
         if nhwc:
-            grad_input_job(&J.gx, &g, masked, lo, hi)
+            # Unmasked: dw_thread hands it rows masked already.
+            grad_input_job(&J.gx, &g, False, 0, 0)
             if is_f32(x):
                 nhwc_tiling(&J.gx, <float *>NULL)
             else:
                 nhwc_tiling(&J.gx, <double *>NULL)
+            if masked:
+                J.gx.prefetch_a = False     # its A is the L1-sized mask buffer
     # Transpose (or regroup) whichever operand has fewer channels.  NHWC
     # swaps only when the input rows are then read in place (short rows, see
     # dw_swapped_chunk; grad output, masked or not, is read in place too)
