@@ -42,8 +42,8 @@ DEFINE_TRANSPOSE_SCALAR(transpose_span_f32, float)
 DEFINE_TRANSPOSE_SCALAR(transpose_span_f64, double)
 
 #ifdef PW_VECTORS
-typedef pw_v4f v4f;
-typedef pw_v4i v4i;
+typedef PW_VEC(float) v4f;
+typedef PW_IVEC(float) v4i;
 
 #if defined(__clang__)
 #define SHUFFLE4(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)

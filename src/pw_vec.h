@@ -1,8 +1,11 @@
-/* 16-byte vector types for hand-vectorised loops, where the compiler has
- * GCC/Clang vector extensions (PW_VECTORS): x86-64 (SSE2 is baseline) and
- * AArch64 (NEON) alike.  Elsewhere (MSVC) the users fall back to scalar
- * code.  PW_VEC(T) / PW_IVEC(T): the vector of T and the matching integer
- * vector (compare results, bit masks), for T = float or double. */
+/* Vector types for hand-vectorised loops, where the compiler has GCC/Clang
+ * vector extensions (PW_VECTORS): x86-64 (SSE2 is baseline) and AArch64
+ * (NEON) alike.  Elsewhere (MSVC) the users fall back to scalar code.
+ * PW_VEC(T) / PW_IVEC(T): the 16-byte vector of T and the matching integer
+ * vector (compare results, bit masks), for T = float or double.
+ * PW_WIDE_VEC(T) / PW_WIDE_IVEC(T): the same in 32 bytes, for loops that
+ * PW_CLONES compiles twice: one AVX register in the avx2 clone, a pair of
+ * SSE registers in the baseline one. */
 #ifndef PW_VEC_H
 #define PW_VEC_H
 
@@ -10,28 +13,17 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PW_VECTORS 1
-typedef float pw_v4f __attribute__((vector_size(16)));
-typedef int32_t pw_v4i __attribute__((vector_size(16)));
-typedef double pw_v2d __attribute__((vector_size(16)));
-typedef int64_t pw_v2l __attribute__((vector_size(16)));
-#define PW_VEC(T) PW_VEC_##T
-#define PW_IVEC(T) PW_IVEC_##T
-#define PW_VEC_float pw_v4f
-#define PW_VEC_double pw_v2d
-#define PW_IVEC_float pw_v4i
-#define PW_IVEC_double pw_v2l
-/* 32-byte vectors for loops that PW_CLONES compiles twice: one AVX register
- * in the avx2 clone, a pair of SSE registers in the baseline one. */
-typedef float pw_v8f __attribute__((vector_size(32)));
-typedef int32_t pw_v8i __attribute__((vector_size(32)));
-typedef double pw_v4d __attribute__((vector_size(32)));
-typedef int64_t pw_v4l __attribute__((vector_size(32)));
-#define PW_WIDE_VEC(T) PW_WIDE_VEC_##T
-#define PW_WIDE_IVEC(T) PW_WIDE_IVEC_##T
-#define PW_WIDE_VEC_float pw_v8f
-#define PW_WIDE_VEC_double pw_v4d
-#define PW_WIDE_IVEC_float pw_v8i
-#define PW_WIDE_IVEC_double pw_v4l
+#define PW_VECTOR_TYPES(BYTES)                                                 \
+    typedef float pw_float##BYTES __attribute__((vector_size(BYTES)));        \
+    typedef int32_t pw_ifloat##BYTES __attribute__((vector_size(BYTES)));     \
+    typedef double pw_double##BYTES __attribute__((vector_size(BYTES)));      \
+    typedef int64_t pw_idouble##BYTES __attribute__((vector_size(BYTES)));
+PW_VECTOR_TYPES(16)
+PW_VECTOR_TYPES(32)
+#define PW_VEC(T) pw_##T##16
+#define PW_IVEC(T) pw_i##T##16
+#define PW_WIDE_VEC(T) pw_##T##32
+#define PW_WIDE_IVEC(T) pw_i##T##32
 #endif
 
 /* A function marked PW_CLONES is built for AVX2 and for the baseline, and
