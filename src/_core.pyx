@@ -1273,15 +1273,20 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef Py_ssize_t kca = J.chunk + 8   # masked A row stride, off 4 KB aliasing
     cdef real *part = partials + t * g.cout * g.kg
     cdef double *bs = bsums + t * g.cout
-    cdef size_t a_bytes = (g.ng * kca if not J.nhwc else
-                           J.chunk * J.mr * cdiv(imax(g.ng, g.kg), J.mr)) * sizeof(real)
-    cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
-    cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
     # With a mask (NHWC, or NCHW with grad input fused): each chunk of grad
     # output is masked once into its own buffer (at most MASK_ONCE_BYTES),
     # which grad input and grad weight then both read as plain rows, as they
     # read grad output without a mask.
     cdef bint mask_once = J.masked and (J.nhwc or J.fuse_gx)
+    # `at`, grad output as A: NHWC regroups long rows into it, NCHW masks
+    # row tiles into it where there is no mask-once buffer.
+    cdef size_t a_bytes = 0
+    if not J.tmode and J.nhwc:
+        a_bytes = J.chunk * J.mr * cdiv(g.ng, J.mr) * sizeof(real)
+    elif not J.tmode and J.masked and not mask_once:
+        a_bytes = g.ng * kca * sizeof(real)
+    cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
+    cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
     cdef size_t m_bytes = (J.chunk if J.nhwc else kca) * g.cout * sizeof(real) if mask_once else 0
     # NCHW grad input's ragged last panel (dw_nchw_grad_input).
     cdef size_t gxt_bytes = (pw_panel_stride(g.ng, J.nr) * sizeof(real)
