@@ -13,6 +13,10 @@ cdef extern from "pw_kernels.h" nogil:
         double lo
         double hi
         int stream
+        const void *ahead
+        size_t ahead_rows
+        size_t ahead_row_bytes
+        Py_ssize_t ahead_rs
 
     ctypedef void (*pw_gemm_f32_fn)(size_t, size_t, const float *, const float *,
                                     float *, const float *, const float *,

@@ -41,6 +41,12 @@
  * kernel may store whole aligned rows non-temporally, skipping the read for
  * ownership of each line.  A kernel may ignore it.  The caller runs
  * pw_store_fence() before C is read by another thread.
+ *
+ * ahead: ahead_rows rows of ahead_row_bytes bytes, ahead_rs bytes apart,
+ * that the caller reads from memory soon after this call.  A kernel may ask
+ * the cache for them while its arithmetic runs, a few lines per panel so
+ * the requests never crowd out its own loads; it must not read them.  A
+ * kernel may ignore it.
  */
 #ifndef PW_KERNELS_H
 #define PW_KERNELS_H
@@ -59,6 +65,9 @@ typedef struct {
     double lo, hi;
     int stream;           /* nonzero: C may be written with non-temporal
                              stores (a hint; see below) */
+    const void *ahead;    /* NULL, or lines a later call reads (a hint; see below) */
+    size_t ahead_rows, ahead_row_bytes;
+    ptrdiff_t ahead_rs;   /* bytes between those rows */
 } pw_gemm_params;
 
 typedef void (*pw_gemm_f32_fn)(size_t mr, size_t nc, const float *a,

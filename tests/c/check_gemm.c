@@ -19,6 +19,9 @@
  * the [k][MR] tiles grad weight reads, and a_ks == mr + 3, which leaves a
  * NaN gap after the rows of every k.
  *
+ * The AVX2 family, whose tiles with the ahead hint are compiled apart from
+ * the plain ones, runs every case both without and with it.
+ *
  * Out-of-bounds reads are caught, not just wrong values: A, B, row_bias and
  * R each end exactly at an inaccessible page, so a read past them faults
  * (reported with the case being run), and every slack element the kernel
@@ -51,6 +54,9 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define KERNEL_ID CAT(PW_ID_, KERNEL)
+/* Families that act on the ahead hint run every case with it as well: it
+ * selects separately compiled tiles there.  The others ignore it. */
+#define HAS_AHEAD (KERNEL_ID == 2)
 
 #if KERNEL_ID == 1
 #define MR32 PW_MR_GENERIC
@@ -180,7 +186,12 @@ typedef struct {
     int row_bias;  /* pass row_bias */
     int rmode;     /* R_* */
     int cmode;     /* CLAMP_* */
+    int ahead;     /* pass the ahead hint (lines to ask the cache for) */
 } case_t;
+
+/* What the ahead hint points at: three rows of 1000 bytes, 4 KB apart,
+ * the first 1 KB into the area (nothing the kernel may read). */
+static char ahead_area[3 * 4096];
 
 typedef struct {
     arena a, b, rb, r;
@@ -222,6 +233,12 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
         .b_ks = 0,
         .clamp = 0,
     };
+    if (cs->ahead) {
+        p.ahead = ahead_area + 1024;
+        p.ahead_rows = 3;
+        p.ahead_row_bytes = 1000;
+        p.ahead_rs = 4096;
+    }
     if (cs->direct) {
         /* Panels are consecutive column blocks of the rows; loose leaves an
          * odd-sized NaN gap after each row (and misaligns the rows). */
@@ -251,9 +268,10 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
                  cs->alayout == A_KMAJOR_MR ? "MR" : "mr+3", p.a_ks);
 
     snprintf(case_desc, sizeof case_desc,
-             "%s f%d mr=%zu nc=%zu kc=%zu %s "
+             "%s f%d mr=%zu nc=%zu kc=%zu %s%s "
              "B=%s(panel_stride=%zu,b_ks=%td) %s row_bias=%s R=%s clamp=%s",
              STR(KERNEL), f->is64 ? 64 : 32, mr, nc, kc, a_desc,
+             cs->ahead ? " ahead" : "",
              cs->direct ? "direct" : "packed", p.panel_stride, p.b_ks,
              cs->loose ? "loose(c_rs=nc+3,r_rs=nc+7)" : "tight",
              cs->row_bias ? "yes" : "no",
@@ -542,12 +560,13 @@ static void sweep(const family *f, long count[3])
             for (size_t mr = 1; mr <= f->mr; mr++)
                 for (size_t ni = 0; ni < n_nc; ni++)
                     for (int direct = 0; direct < 2; direct++)
-                        for (int v = 0; v < 2 * 2 * 3 * 3; v++) {
+                        for (int v = 0; v < 2 * 2 * 3 * 3 * (1 + HAS_AHEAD); v++) {
                             const case_t cs = {
                                 .mr = mr, .nc = ncs[ni], .kc = kcs[ki],
                                 .direct = direct, .alayout = al,
                                 .loose = v % 2, .row_bias = v / 2 % 2,
-                                .rmode = v / 4 % 3, .cmode = v / 12};
+                                .rmode = v / 4 % 3, .cmode = v / 12 % 3,
+                                .ahead = v / 36};
                             if (!wanted(f, &cs))
                                 continue;
                             if (!run_case(f, &cs, &bf))
