@@ -127,11 +127,18 @@ INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
 /* One panel of up to 16 columns for MRC rows.  `half` selects the 8-column
  * variant used when at most 8 real columns remain (C_out % 16 == 8): it does
  * half the FMAs instead of computing on eight columns of zero padding. */
-INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
+INLINE void panel_f32(const size_t MRC, const int half, const int bare, size_t mr,
                       const float *const *rows, const float *panel,
                       float *c, const float *r, size_t ncols,
                       const float *row_bias, const pw_gemm_params *p)
 {
+    /* bare: no row bias, no residual, no streaming, known at compile time
+     * so the epilogue carries no tests for them. */
+    if (bare) {
+        r = NULL;
+        row_bias = NULL;
+    }
+    const int stream = bare ? 0 : p->stream;
     __m256 acc0[6], acc1[6];
     /* Direct B (read in place, rows b_ks apart) has no head row. */
     const int direct = p->b_ks != 0;
@@ -148,7 +155,7 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++) {
         if (i < mr) {
-            if (!p->stream) __builtin_prefetch(c + i * p->c_rs, 1, 3);
+            if (!stream) __builtin_prefetch(c + i * p->c_rs, 1, 3);
             if (r && r != c) __builtin_prefetch(r + i * p->r_rs, 0, 3);
         }
     }
@@ -207,7 +214,7 @@ INLINE void panel_f32(const size_t MRC, const int half, size_t mr,
         if (i < mr)
             epilogue_f32(c + i * p->c_rs, r ? r + i * p->r_rs : NULL, acc0[i],
                          acc1[i], ncols, row_bias ? row_bias + i : NULL,
-                         p->clamp, lo, hi, p->stream);
+                         p->clamp, lo, hi, stream);
     }
 }
 
@@ -219,6 +226,7 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++)
         rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
+    const int bare = !r && !row_bias && !p->stream;
     ahead_lines ah;
     if (AHEAD) ah = ahead_begin(p, (nc + 15) / 16);
     for (size_t j0 = 0; j0 < nc; j0 += 16) {
@@ -227,9 +235,11 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         const float *panel = packed + (j0 / 16) * p->panel_stride;
         const float *rj = r ? r + j0 : NULL;
         if (ncols <= 8)
-            panel_f32(MRC, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            panel_f32(MRC, 1, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else if (bare)
+            panel_f32(MRC, 0, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
         else
-            panel_f32(MRC, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            panel_f32(MRC, 0, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
     }
 }
 
