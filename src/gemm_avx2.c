@@ -132,12 +132,12 @@ INLINE void panel_f32(const size_t MRC, const int half, const int bare, size_t m
                       float *c, const float *r, size_t ncols,
                       const float *row_bias, const pw_gemm_params *p)
 {
-    /* bare: no row bias, no residual, no streaming, known at compile time
-     * so the epilogue carries no tests for them. */
-    if (bare) {
-        r = NULL;
-        row_bias = NULL;
-    }
+    /* bare (known at compile time, so the epilogue carries no tests for
+     * what it rules out): 1, no residual and no streaming (the NCHW
+     * forward pass, bias by row); 2, no row bias either (NHWC, bias in the
+     * panel head). */
+    if (bare) r = NULL;
+    if (bare == 2) row_bias = NULL;
     const int stream = bare ? 0 : p->stream;
     __m256 acc0[6], acc1[6];
     /* Direct B (read in place, rows b_ks apart) has no head row. */
@@ -226,7 +226,7 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++)
         rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
-    const int bare = !r && !row_bias && !p->stream;
+    const int bare = r || p->stream ? 0 : row_bias ? 1 : 2;
     ahead_lines ah;
     if (AHEAD) ah = ahead_begin(p, (nc + 15) / 16);
     for (size_t j0 = 0; j0 < nc; j0 += 16) {
@@ -236,7 +236,9 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         const float *rj = r ? r + j0 : NULL;
         if (ncols <= 8)
             panel_f32(MRC, 1, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (bare)
+        else if (bare == 2)
+            panel_f32(MRC, 0, 2, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else if (bare == 1)
             panel_f32(MRC, 0, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
         else
             panel_f32(MRC, 0, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
