@@ -56,7 +56,10 @@ INLINE void ahead_panel(ahead_lines *s)
     }
 }
 
-/* One entry's dispatch on the row count, each count a tile of its own. */
+/* One entry's dispatch on the row count, each count a tile of its own.
+ * Calls that ask ahead get an entry of their own, never inlined: beside the
+ * plain tiles, its extra state made GCC spill row pointers inside their k
+ * loop (11% more instructions in a 96->576 forward pass). */
 #define GEMM_ENTRY(QUALIFIERS, NAME, T, TILE, AHEAD)                            \
     QUALIFIERS void NAME(                                                      \
         size_t mr, size_t nc, const T *a, const T *packed, T *c,               \
@@ -245,9 +248,6 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
     }
 }
 
-/* Calls that ask ahead run in a function of their own: inlined beside the
- * plain tiles, the extra state made GCC spill row pointers inside their k
- * loop (11% more instructions in a 96->576 forward pass). */
 GEMM_ENTRY(NOINLINE, gemm_f32_ahead, float, tile_f32, 1)
 GEMM_ENTRY(INLINE, gemm_f32_plain, float, tile_f32, 0)
 
@@ -404,9 +404,6 @@ INLINE void tile_f64(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
     }
 }
 
-/* Calls that ask ahead run in a function of their own: inlined beside the
- * plain tiles, the extra state made GCC spill row pointers inside their k
- * loop (11% more instructions in a 96->576 forward pass). */
 GEMM_ENTRY(NOINLINE, gemm_f64_ahead, double, tile_f64, 1)
 GEMM_ENTRY(INLINE, gemm_f64_plain, double, tile_f64, 0)
 
