@@ -1335,9 +1335,9 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         # the chunk's first row tile; instead, every row tile asks for its
         # share of this thread's next chunk (contiguous rows) while its
         # GEMM runs (pw_gemm_params.ahead).  In-process A/B, 1 thread,
-        # backward: 144->24 at 4x56x56 20-23% faster, 96->24 7-11%, 32->16
-        # at 4x112x112 5-9%, 192->32 at 16x28x28 16-18%; 28x28 at batch 4
-        # (input in L3) within 2%.
+        # backward: 144->24 at 4x56x56 20-27% faster, 96->24 1-13%, 32->16
+        # at 4x112x112 4-9%, 192->32 at 16x28x28 16-18%; input in L3
+        # (28x28 at batch 4, 56x56 at batch 1) within 3%.
         x_next = NULL
         if J.nhwc and direct and not J.tmode and ci + 1 < c1:
             q_next = ((ci + 1) % J.nchunks_img) * J.chunk
@@ -1588,6 +1588,7 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     # final transpose: in-process A/B, 1 thread, not swapping was 1-5%
     # faster on 64->384 and 96->576 at 14x14 (batch 4 to 16) and 160->960
     # at 7x7.
+    mr, nr = tile_shape(x.dtype.itemsize)
     pixels = g.n * plane
     J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
                             (nhwc and g.kg < g.ng and
@@ -1610,12 +1611,12 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
         chunk = max(DW_CHUNK, min(DW_CHUNK_NCHW, (2 << 20) //
                                   ((g.ng if J.tmode else g.kg) * x.dtype.itemsize)))
         if J.fuse_gx:
-            # Grad input reads the chunk's grad output rows right after grad
-            # weight did (or from the mask-once buffer): held to what stays
-            # in L2, in whole panels.
+            # Grad input and grad weight both read the chunk's grad output
+            # rows (or the mask-once buffer), one after the other: held to
+            # what stays in L2, in whole panels.
             chunk = min(chunk, max(DW_CHUNK_DIRECT,
                                    MASK_ONCE_BYTES // (g.cout * x.dtype.itemsize)))
-            chunk = max(16, chunk // 16 * 16)
+            chunk = max(nr, chunk // nr * nr)
     # Equal chunks of at most `chunk` pixels per image; a single (tall)
     # image gets a multiple of the thread count, so every thread reduces
     # the same number of pixels.
@@ -1624,12 +1625,11 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
         J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
     J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else chunk
     if J.fuse_gx and not nhwc:
-        J.chunk = (J.chunk + 15) // 16 * 16     # whole panels for grad input's B
+        J.chunk = (J.chunk + nr - 1) // nr * nr     # whole panels for grad input's B
     # Rounding the chunk up can leave fewer chunks than asked for; never
     # hand out one that starts past the end.
     J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
     J.nchunks = g.n * J.nchunks_img
-    mr, nr = tile_shape(x.dtype.itemsize)
     J.mr, J.nr = mr, nr
     J.ps = pw_panel_stride(J.chunk, J.nr)
     J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
