@@ -443,12 +443,12 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
                             and kb >= PREFETCH_A_MIN_DEPTH:
                         pw_prefetch_rows(A + a_off + (m + mr_) * a_rs + g * J.a_goff + k0,
                                          imin(J.mr, rows - m - mr_), kb * sizeof(real),
-                                         a_rs * sizeof(real), 0)
+                                         a_rs * sizeof(real))
                     if k0 == 0:
                         r = R + (c - C) if R != NULL else NULL
                         if J.prefetch_r and m + mr_ < rows:
                             pw_prefetch_rows(r + mr_ * c_rs, imin(J.mr, rows - m - mr_),
-                                             ncols * sizeof(real), c_rs * sizeof(real), 0)
+                                             ncols * sizeof(real), c_rs * sizeof(real))
                         gemm(mr_, ncols, a, pk, c, NULL, r, &first)
                     else:
                         gemm(mr_, ncols, a, pk + (1 + k0) * <Py_ssize_t>J.nr, c,
@@ -708,7 +708,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                         jw = imin(PREFETCH_R_COLS, full - j)
                         pw_prefetch_rows(R + (cbase - C) + j + jw, mr_,
                                          imin(PREFETCH_R_COLS, width - j - jw) * sizeof(real),
-                                         c_rs * sizeof(real), 0)
+                                         c_rs * sizeof(real))
                         gemm(mr_, jw, A + row * J.kc, src + j, cbase + j,
                              rowbias + row if rowbias != NULL else NULL,
                              R + (cbase - C) + j, &dprm)

@@ -121,10 +121,10 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
             const T *m = mask ? mask + (ptrdiff_t)k * k_stride : NULL;         \
             if (k + PACK_AHEAD < kc) {                                         \
                 pw_prefetch_rows(s + PACK_AHEAD * k_stride, 1,                 \
-                                 ncols * sizeof(T), 0, 0);                     \
+                                 ncols * sizeof(T), 0);                        \
                 if (m)                                                         \
                     pw_prefetch_rows(m + PACK_AHEAD * k_stride, 1,             \
-                                     ncols * sizeof(T), 0, 0);                 \
+                                     ncols * sizeof(T), 0);                    \
             }                                                                  \
             T *row = dst + (k + 1) * nr;                                       \
             if (m) {                                                           \
@@ -339,17 +339,15 @@ DEFINE_GATHER(pw_gather_tiles_f32, gather_body_f32, float)
 DEFINE_GATHER(pw_gather_tiles_f64, gather_body_f64, double)
 
 void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                      ptrdiff_t stride_bytes, int outer)
+                      ptrdiff_t stride_bytes)
 {
 #if defined(__GNUC__) || defined(__clang__)
     for (size_t r = 0; r < rows; r++) {
         const char *row = (const char *)base + (ptrdiff_t)r * stride_bytes;
-        for (size_t b = 0; b < row_bytes; b += 64) {
-            if (outer) __builtin_prefetch(row + b, 0, 1);
-            else __builtin_prefetch(row + b, 0, 3);
-        }
+        for (size_t b = 0; b < row_bytes; b += 64)
+            __builtin_prefetch(row + b, 0, 3);
     }
 #else
-    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes; (void)outer;
+    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes;
 #endif
 }

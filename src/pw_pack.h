@@ -81,11 +81,9 @@ void pw_transpose_f64(double *dst, ptrdiff_t dst_rs, const double *src,
                       double lo, double hi);
 
 /* Ask for `rows` rows of `row_bytes` bytes, `stride_bytes` apart, to be
- * brought into cache for reading: all levels, or with outer=1 the outer ones
- * only (data wanted a while later, which must not push the current work
- * out of L1).  A hint only: it never faults and does nothing where the
- * compiler has no prefetch builtin. */
+ * brought into every cache level for reading.  A hint only: it never faults
+ * and does nothing where the compiler has no prefetch builtin. */
 void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                      ptrdiff_t stride_bytes, int outer);
+                      ptrdiff_t stride_bytes);
 
 #endif
