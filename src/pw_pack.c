@@ -215,6 +215,64 @@ DEFINE_MASK_ROWS(pw_mask_rows_f64, double)
  * The body is instantiated per tile height so the copies are fixed-size and
  * vectorise; the column sums (grad bias) ride along. */
 #define PACK_A_BLOCK 256
+
+/* Unmasked pack_a over pairs of whole tiles: each pixel's 2*MRC channels
+ * are whole 16-byte vectors for even tile heights, summed on registers and
+ * copied with fixed-size moves.  Returns the tiles done; the caller does
+ * the rest (odd heights, where the pair is not whole vectors, get none). */
+#ifdef PW_VECTORS
+#define DEFINE_PACK_A_PAIRS(NAME, T)                                           \
+static inline size_t NAME(const size_t MRC, T *dst, const T *src,              \
+                          ptrdiff_t src_ps, size_t kq, size_t nch,             \
+                          double *col_sums)                                    \
+{                                                                              \
+    typedef PW_VEC(T) vec;                                                     \
+    enum { VL = 16 / sizeof(T), MAXV = 8 };                                    \
+    const size_t nv = 2 * MRC / VL;                                            \
+    size_t t = 0;                                                              \
+    if ((2 * MRC) % VL || nv > MAXV) return 0;                                 \
+    for (; (t + 2) * MRC <= nch; t += 2) {                                     \
+        const T *s = src + t * MRC;                                            \
+        T *d0 = dst + t * kq * MRC, *d1 = d0 + kq * MRC;                       \
+        if (!col_sums) {                                                       \
+            for (size_t q = 0; q < kq; q++, s += src_ps, d0 += MRC, d1 += MRC) { \
+                memcpy(d0, s, MRC * sizeof(T));                                \
+                memcpy(d1, s + MRC, MRC * sizeof(T));                          \
+            }                                                                  \
+            continue;                                                          \
+        }                                                                      \
+        vec acc[MAXV];                                                         \
+        for (size_t i = 0; i < nv; i++) acc[i] = (vec){0};                     \
+        for (size_t q = 0; q < kq; q++, s += src_ps, d0 += MRC, d1 += MRC) {   \
+            for (size_t i = 0; i < nv; i++) {                                  \
+                vec x;                                                         \
+                memcpy(&x, s + i * VL, sizeof x);                              \
+                acc[i] += x;                                                   \
+            }                                                                  \
+            memcpy(d0, s, MRC * sizeof(T));                                    \
+            memcpy(d1, s + MRC, MRC * sizeof(T));                              \
+        }                                                                      \
+        for (size_t i = 0; i < nv; i++)                                        \
+            for (size_t l = 0; l < VL; l++)                                    \
+                col_sums[t * MRC + i * VL + l] += acc[i][l];                   \
+    }                                                                          \
+    return t;                                                                  \
+}
+#else
+#define DEFINE_PACK_A_PAIRS(NAME, T)                                           \
+static inline size_t NAME(const size_t MRC, T *dst, const T *src,              \
+                          ptrdiff_t src_ps, size_t kq, size_t nch,             \
+                          double *col_sums)                                    \
+{                                                                              \
+    (void)MRC; (void)dst; (void)src; (void)src_ps; (void)kq; (void)nch;        \
+    (void)col_sums;                                                            \
+    return 0;                                                                  \
+}
+#endif
+
+DEFINE_PACK_A_PAIRS(pack_a_pairs_float, float)
+DEFINE_PACK_A_PAIRS(pack_a_pairs_double, double)
+
 #define DEFINE_PACK_A_BODY(NAME, T)                                            \
 static inline void NAME(const size_t MRC, T *dst, const T *src,                \
                         ptrdiff_t src_ps, size_t kq, size_t nch, const T *mask,\
@@ -249,7 +307,8 @@ static inline void NAME(const size_t MRC, T *dst, const T *src,                \
         }                                                                      \
         return;                                                                \
     }                                                                          \
-    for (size_t t = 0; t < ntiles; t++) {                                      \
+    for (size_t t = pack_a_pairs_##T(MRC, dst, src, src_ps, kq, nch, col_sums); \
+         t < ntiles; t++) {                                                    \
         const size_t c0 = t * MRC;                                             \
         const size_t w = nch - c0 < MRC ? nch - c0 : MRC;                      \
         T *d = dst + t * kq * MRC;                                             \
