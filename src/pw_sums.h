@@ -91,6 +91,18 @@ PW_CLONES static T row_sum_##T(const T *v, const T *m, size_t cols, T lo, T hi) 
 }
 
 #ifdef PW_VECTORS
+/* The vector of v at offset OFF, kept where m says when m is given (inside
+ * ROW_SUM_BODY). */
+#define ROW_SUM_LOAD(OFF)                                                      \
+    ({                                                                         \
+        vec x_, m_;                                                            \
+        memcpy(&x_, v + (OFF), sizeof x_);                                     \
+        if (m) {                                                               \
+            memcpy(&m_, m + (OFF), sizeof m_);                                 \
+            x_ = (vec)((ivec)x_ & ((m_ > vlo) & (m_ < vhi)));                  \
+        }                                                                      \
+        x_;                                                                    \
+    })
 #define ROW_SUM_BODY(T)                                                        \
     enum { VL = 32 / sizeof(T), NV = LANES / VL };                             \
     typedef PW_WIDE_VEC(T) vec;                                                \
@@ -98,8 +110,8 @@ PW_CLONES static T row_sum_##T(const T *v, const T *m, size_t cols, T lo, T hi) 
     vec acc[NV], x;                                                            \
     _Pragma("GCC unroll 8")                                                    \
     for (size_t i = 0; i < NV; i++) acc[i] = (vec){0};                         \
+    const vec vlo = (vec){0} + lo, vhi = (vec){0} + hi;                        \
     if (m) {                                                                   \
-        const vec vlo = (vec){0} + lo, vhi = (vec){0} + hi;                    \
         for (; c + LANES <= cols; c += LANES) {                                \
             _Pragma("GCC unroll 8")                                            \
             for (size_t i = 0; i < NV; i++) {                                  \
@@ -118,16 +130,24 @@ PW_CLONES static T row_sum_##T(const T *v, const T *m, size_t cols, T lo, T hi) 
             }                                                                  \
         }                                                                      \
     }                                                                          \
-    if (c < cols) {                                                            \
+    /* The ragged end on registers: whole vectors, then one vector ending \
+     * at the row's end with the lanes already summed masked off. */          \
+    for (size_t i = 0; c + VL <= cols; c += VL, i++)                           \
+        acc[i] += ROW_SUM_LOAD(c);                                             \
+    if (c < cols && cols >= VL) {                                              \
+        ivec iota;                                                             \
+        for (size_t l = 0; l < VL; l++) iota[l] = (__typeof__(iota[0]))l;      \
+        const ivec fresh = iota >= (__typeof__(iota[0]))(c - (cols - VL));     \
+        acc[NV - 1] += (vec)((ivec)ROW_SUM_LOAD(cols - VL) & fresh);           \
+    } else if (c < cols) {                                                     \
+        /* A row shorter than one vector. */                                   \
         memset(kept, 0, sizeof kept);                                          \
         if (m)                                                                 \
             keep_span_##T(kept, v + c, m + c, cols - c, lo, hi);               \
         else                                                                   \
             memcpy(kept, v + c, (cols - c) * sizeof(T));                       \
-        for (size_t i = 0; i < NV; i++) {                                      \
-            memcpy(&x, kept + i * VL, sizeof x);                               \
-            acc[i] += x;                                                       \
-        }                                                                      \
+        memcpy(&x, kept, sizeof x);                                            \
+        acc[0] += x;                                                           \
     }                                                                          \
     for (size_t h = NV / 2; h > 0; h /= 2)                                     \
         for (size_t i = 0; i < h; i++) acc[i] += acc[i + h];                   \
