@@ -71,6 +71,15 @@ INLINE void ahead_panel(ahead_lines *s)
         else TILE(1, AHEAD, mr, nc, a, packed, c, row_bias, r, p);             \
     }
 
+/* What a full panel's epilogue knows at compile time.  EPI_ANY: nothing,
+ * every operand is tested at run time (streamed stores take this one);
+ * otherwise stores are plain and EPI_R / EPI_RB say whether a residual / a
+ * row bias is added (NHWC: bias in the panel head, so none or EPI_R; NCHW
+ * forward: EPI_RB, or both with a residual).  Each combination is its own
+ * instance: with the tests for absent operands left in, a relu6 + residual
+ * forward pass was 3-11% slower on 16->96 to 64->384 layers. */
+enum { EPI_R = 1, EPI_RB = 2, EPI_ANY = 4 };
+
 /* ---------------------------------------------------------------- float */
 
 INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
@@ -130,18 +139,18 @@ INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
 /* One panel of up to 16 columns for MRC rows.  `half` selects the 8-column
  * variant used when at most 8 real columns remain (C_out % 16 == 8): it does
  * half the FMAs instead of computing on eight columns of zero padding. */
-INLINE void panel_f32(const size_t MRC, const int half, const int bare, size_t mr,
+INLINE void panel_f32(const size_t MRC, const int half, const int epi, size_t mr,
                       const float *const *rows, const float *panel,
                       float *c, const float *r, size_t ncols,
                       const float *row_bias, const pw_gemm_params *p)
 {
-    /* bare (known at compile time, so the epilogue carries no tests for
-     * what it rules out): 1, no residual and no streaming (the NCHW
-     * forward pass, bias by row); 2, no row bias either (NHWC, bias in the
-     * panel head). */
-    if (bare) r = NULL;
-    if (bare == 2) row_bias = NULL;
-    const int stream = bare ? 0 : p->stream;
+    /* epi (see EPI_ANY): unless EPI_ANY, known at compile time, so the
+     * epilogue carries no tests for what it rules out. */
+    if (!(epi & EPI_ANY)) {
+        if (!(epi & EPI_R)) r = NULL;
+        if (!(epi & EPI_RB)) row_bias = NULL;
+    }
+    const int stream = epi & EPI_ANY ? p->stream : 0;
     __m256 acc0[6], acc1[6];
     /* Direct B (read in place, rows b_ks apart) has no head row. */
     const int direct = p->b_ks != 0;
@@ -229,7 +238,7 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++)
         rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
-    const int bare = r || p->stream ? 0 : row_bias ? 1 : 2;
+    const int epi = p->stream ? EPI_ANY : (r ? EPI_R : 0) | (row_bias ? EPI_RB : 0);
     ahead_lines ah;
     if (AHEAD) ah = ahead_begin(p, (nc + 15) / 16);
     for (size_t j0 = 0; j0 < nc; j0 += 16) {
@@ -238,13 +247,18 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         const float *panel = packed + (j0 / 16) * p->panel_stride;
         const float *rj = r ? r + j0 : NULL;
         if (ncols <= 8)
-            panel_f32(MRC, 1, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (bare == 2)
-            panel_f32(MRC, 0, 2, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (bare == 1)
-            panel_f32(MRC, 0, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else
+            panel_f32(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else if (epi == 0)
             panel_f32(MRC, 0, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else if (epi == EPI_R)
+            panel_f32(MRC, 0, EPI_R, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else if (epi == EPI_RB)
+            panel_f32(MRC, 0, EPI_RB, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+        else if (epi == (EPI_R | EPI_RB))
+            panel_f32(MRC, 0, EPI_R | EPI_RB, mr, rows, panel, c + j0, rj, ncols,
+                      row_bias, p);
+        else
+            panel_f32(MRC, 0, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
     }
 }
 
