@@ -1,4 +1,6 @@
-"""Build tests/c/check_gemm.c against each microkernel family and run it.
+"""Build tests/c/check_gemm.c against each microkernel family and run it;
+build tests/c/check_sums.c (grad bias sums, grad weight's A regrouping)
+natively and for AArch64 and run it.
 
 The C checker sweeps every remainder case of the pw_kernels.h contract
 (rows, columns, depths, epilogue variants, strides, packed and direct B,
@@ -103,12 +105,18 @@ def test_kernel_native(kernel, source, flags, tmp_path):
     _run([str(exe)], kernel, timeout=600)
 
 
-def test_kernel_neon_qemu(tmp_path):
+def _aarch64_tools():
+    """(cross compiler, qemu), or skip the test."""
     cross = shutil.which("aarch64-linux-gnu-gcc")
     qemu = shutil.which("qemu-aarch64")
     if cross is None or qemu is None:
-        pytest.skip("NEON check needs aarch64-linux-gnu-gcc and qemu-aarch64 "
-                    "on PATH (Debian: gcc-aarch64-linux-gnu, qemu-user)")
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64 on PATH "
+                    "(Debian: gcc-aarch64-linux-gnu, qemu-user)")
+    return cross, qemu
+
+
+def test_kernel_neon_qemu(tmp_path):
+    cross, qemu = _aarch64_tools()
     exe = tmp_path / "check_gemm_neon"
     # Static, so qemu needs no aarch64 sysroot to load it.
     _build(cross, "neon", os.path.join(SRC, "gemm_neon.c"), exe,
@@ -126,3 +134,35 @@ def test_neon_file_compiles_natively(tmp_path):
            os.path.join(SRC, "gemm_neon.c"), "-o", str(obj)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+SUMS = os.path.join(ROOT, "tests", "c", "check_sums.c")
+SUMS_OK = re.compile(r"check_sums: OK, (\d+) cases")
+
+
+def _check_sums(cc, exe, runner=(), extra=()):
+    cmd = [cc, *CFLAGS, *extra, "-I" + SRC, SUMS, os.path.join(SRC, "pw_pack.c"),
+           "-o", str(exe), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, " ".join(cmd) + "\n" + proc.stdout + proc.stderr
+    proc = subprocess.run([*runner, str(exe)], capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    m = SUMS_OK.search(proc.stdout)
+    assert m and int(m.group(1)) > 1000, out
+
+
+def test_sums_native(tmp_path):
+    """The hand-vectorised sums and copies as the host builds them (on x86,
+    the loader picks the AVX2 clone where the CPU has it)."""
+    cc = _compiler()
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) on PATH")
+    _check_sums(cc, tmp_path / "check_sums")
+
+
+def test_sums_neon_qemu(tmp_path):
+    """The same code built for AArch64, where the vectors are NEON's."""
+    cross, qemu = _aarch64_tools()
+    _check_sums(cross, tmp_path / "check_sums_a64", runner=(qemu,), extra=("-static",))
