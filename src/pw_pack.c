@@ -396,17 +396,3 @@ DEFINE_GATHER_BODY(gather_body_f32, float)
 DEFINE_GATHER_BODY(gather_body_f64, double)
 DEFINE_GATHER(pw_gather_tiles_f32, gather_body_f32, float)
 DEFINE_GATHER(pw_gather_tiles_f64, gather_body_f64, double)
-
-void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                      ptrdiff_t stride_bytes)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    for (size_t r = 0; r < rows; r++) {
-        const char *row = (const char *)base + (ptrdiff_t)r * stride_bytes;
-        for (size_t b = 0; b < row_bytes; b += 64)
-            __builtin_prefetch(row + b, 0, 3);
-    }
-#else
-    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes;
-#endif
-}
