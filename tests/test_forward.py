@@ -450,3 +450,35 @@ def test_streamed_output_matches(rng, dtype, layout, aligned, config, threads,
     np.testing.assert_array_equal(y, y_cached)
     np.testing.assert_array_equal(gx, gx_cached)
     assert_close(y, expected, k=c_in)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("in_place", [False, True], ids=["own-buffer", "in-place"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_streamed_output_with_residual(rng, dtype, layout, in_place, threads,
+                                       stream_everything):
+    # A residual in its own buffer leaves the output write-only, so the
+    # NHWC driver may stream it; in place (out=residual) the call reads the
+    # output and must not.  Either way the values are bitwise those of
+    # cached stores.
+    from pwconv import _core
+    c_in, c_out = 24, 40                                  # a ragged panel
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=c_in, c_out=c_out,
+                     h=12, w=11)
+    conv = pwconv.PointwiseConv2d(c_in, c_out, layout=layout, dtype=dtype,
+                                  activation="relu6", num_threads=threads)
+    conv.weight, conv.bias = case["weight"], case["bias"]
+    shape = ref.forward(case["x"], case["weight"], layout=layout).shape
+    residual = rng.uniform(-3, 3, shape).astype(dtype)
+    expected = ref.forward(case["x"], case["weight"], case["bias"], layout=layout,
+                           activation="relu6", residual=residual)
+
+    def run():
+        out = residual.copy() if in_place else pwconv.empty(shape, dtype)
+        return conv(case["x"], residual=out if in_place else residual, out=out)
+
+    y = run()
+    _core.stream_min_bytes(1 << 62)
+    np.testing.assert_array_equal(y, run())
+    assert_close(y, expected, k=c_in)
