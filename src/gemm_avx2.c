@@ -77,8 +77,34 @@ INLINE void ahead_panel(ahead_lines *s)
  * row bias is added (NHWC: bias in the panel head, so none or EPI_R; NCHW
  * forward: EPI_RB, or both with a residual).  Each combination is its own
  * instance: with the tests for absent operands left in, a relu6 + residual
- * forward pass was 3-11% slower on 16->96 to 64->384 layers. */
+ * float forward pass was 3-11% slower on 16->96 to 64->384 layers, and a
+ * plain double one 4-6% slower over MobileNetV2-shaped layers. */
 enum { EPI_R = 1, EPI_RB = 2, EPI_ANY = 4 };
+
+/* The instance a call's operands select. */
+#define EPI_OF(p, r, row_bias)                                                 \
+    ((p)->stream ? EPI_ANY : ((r) ? EPI_R : 0) | ((row_bias) ? EPI_RB : 0))
+
+/* Runs CALL with EPI_NOW the compile-time constant equal to epi. */
+#define WITH_EPI_INSTANCE(epi, CALL)                                           \
+    do {                                                                       \
+        if ((epi) == 0) { enum { EPI_NOW = 0 }; CALL; }                        \
+        else if ((epi) == EPI_R) { enum { EPI_NOW = EPI_R }; CALL; }           \
+        else if ((epi) == EPI_RB) { enum { EPI_NOW = EPI_RB }; CALL; }         \
+        else if ((epi) == (EPI_R | EPI_RB)) {                                  \
+            enum { EPI_NOW = EPI_R | EPI_RB };                                 \
+            CALL;                                                              \
+        } else { enum { EPI_NOW = EPI_ANY }; CALL; }                           \
+    } while (0)
+
+/* The operands a panel's epilogue instance rules out, and whether it may
+ * stream (declares `stream`). */
+#define EPI_OPERANDS(epi)                                                      \
+    if (!((epi) & EPI_ANY)) {                                                  \
+        if (!((epi) & EPI_R)) r = NULL;                                        \
+        if (!((epi) & EPI_RB)) row_bias = NULL;                                \
+    }                                                                          \
+    const int stream = (epi) & EPI_ANY ? p->stream : 0
 
 /* ---------------------------------------------------------------- float */
 
@@ -146,11 +172,7 @@ INLINE void panel_f32(const size_t MRC, const int half, const int epi, size_t mr
 {
     /* epi (see EPI_ANY): unless EPI_ANY, known at compile time, so the
      * epilogue carries no tests for what it rules out. */
-    if (!(epi & EPI_ANY)) {
-        if (!(epi & EPI_R)) r = NULL;
-        if (!(epi & EPI_RB)) row_bias = NULL;
-    }
-    const int stream = epi & EPI_ANY ? p->stream : 0;
+    EPI_OPERANDS(epi);
     __m256 acc0[6], acc1[6];
     /* Direct B (read in place, rows b_ks apart) has no head row. */
     const int direct = p->b_ks != 0;
@@ -238,7 +260,7 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++)
         rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
-    const int epi = p->stream ? EPI_ANY : (r ? EPI_R : 0) | (row_bias ? EPI_RB : 0);
+    const int epi = EPI_OF(p, r, row_bias);
     ahead_lines ah;
     if (AHEAD) ah = ahead_begin(p, (nc + 15) / 16);
     for (size_t j0 = 0; j0 < nc; j0 += 16) {
@@ -248,17 +270,9 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         const float *rj = r ? r + j0 : NULL;
         if (ncols <= 8)
             panel_f32(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (epi == 0)
-            panel_f32(MRC, 0, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (epi == EPI_R)
-            panel_f32(MRC, 0, EPI_R, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (epi == EPI_RB)
-            panel_f32(MRC, 0, EPI_RB, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
-        else if (epi == (EPI_R | EPI_RB))
-            panel_f32(MRC, 0, EPI_R | EPI_RB, mr, rows, panel, c + j0, rj, ncols,
-                      row_bias, p);
         else
-            panel_f32(MRC, 0, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            WITH_EPI_INSTANCE(epi, panel_f32(MRC, 0, EPI_NOW, mr, rows, panel, c + j0,
+                                             rj, ncols, row_bias, p));
     }
 }
 
@@ -325,11 +339,12 @@ INLINE void epilogue_f64(double *c, const double *r, __m256d v0, __m256d v1,
     memcpy(c, tmp, ncols * sizeof(double));
 }
 
-INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
+INLINE void panel_f64(const size_t MRC, const int half, const int epi, size_t mr,
                       const double *const *rows, const double *panel,
                       double *c, const double *r, size_t ncols,
                       const double *row_bias, const pw_gemm_params *p)
 {
+    EPI_OPERANDS(epi);      /* as in panel_f32 */
     __m256d acc0[6], acc1[6];
     const int direct = p->b_ks != 0;
     const ptrdiff_t bstep = direct ? p->b_ks : 8;
@@ -392,7 +407,7 @@ INLINE void panel_f64(const size_t MRC, const int half, size_t mr,
         if (i < mr)
             epilogue_f64(c + i * p->c_rs, r ? r + i * p->r_rs : NULL, acc0[i],
                          acc1[i], ncols, row_bias ? row_bias + i : NULL,
-                         p->clamp, lo, hi, p->stream);
+                         p->clamp, lo, hi, stream);
     }
 }
 
@@ -404,6 +419,7 @@ INLINE void tile_f64(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
 #pragma GCC unroll 6
     for (size_t i = 0; i < MRC; i++)
         rows[i] = a + (i < mr ? i : mr - 1) * p->a_rs;
+    const int epi = EPI_OF(p, r, row_bias);
     ahead_lines ah;
     if (AHEAD) ah = ahead_begin(p, (nc + 7) / 8);
     for (size_t j0 = 0; j0 < nc; j0 += 8) {
@@ -412,9 +428,10 @@ INLINE void tile_f64(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         const double *panel = packed + (j0 / 8) * p->panel_stride;
         const double *rj = r ? r + j0 : NULL;
         if (ncols <= 4)
-            panel_f64(MRC, 1, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            panel_f64(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
         else
-            panel_f64(MRC, 0, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            WITH_EPI_INSTANCE(epi, panel_f64(MRC, 0, EPI_NOW, mr, rows, panel, c + j0,
+                                             rj, ncols, row_bias, p));
     }
 }
 
