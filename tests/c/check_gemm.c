@@ -20,7 +20,10 @@
  * NaN gap after the rows of every k.
  *
  * The AVX2 family, whose tiles with the ahead hint are compiled apart from
- * the plain ones, runs every case both without and with it.
+ * the plain ones, runs every case both without and with it, and once more
+ * with streamed stores asked for (its general epilogue instance), except
+ * where R aliases C, which the contract rules out for streaming; C then
+ * starts on a 32-byte boundary, so the non-temporal path is taken.
  *
  * Out-of-bounds reads are caught, not just wrong values: A, B, row_bias and
  * R each end exactly at an inaccessible page, so a read past them faults
@@ -54,9 +57,10 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define KERNEL_ID CAT(PW_ID_, KERNEL)
-/* Families that act on the ahead hint run every case with it as well: it
- * selects separately compiled tiles there.  The others ignore it. */
-#define HAS_AHEAD (KERNEL_ID == 2)
+/* Families that act on the ahead and stream hints run every case with
+ * each as well: they select separately compiled code there.  The others
+ * ignore them. */
+#define HAS_HINTS (KERNEL_ID == 2)
 
 #if KERNEL_ID == 1
 #define MR32 PW_MR_GENERIC
@@ -187,6 +191,7 @@ typedef struct {
     int rmode;     /* R_* */
     int cmode;     /* CLAMP_* */
     int ahead;     /* pass the ahead hint (lines to ask the cache for) */
+    int stream;    /* pass the stream hint (non-temporal stores allowed) */
 } case_t;
 
 /* What the ahead hint points at: three rows of 1000 bytes, 4 KB apart,
@@ -239,6 +244,7 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
         p.ahead_row_bytes = 1000;
         p.ahead_rs = 4096;
     }
+    p.stream = cs->stream;
     if (cs->direct) {
         /* Panels are consecutive column blocks of the rows; loose leaves an
          * odd-sized NaN gap after each row (and misaligns the rows). */
@@ -268,10 +274,10 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
                  cs->alayout == A_KMAJOR_MR ? "MR" : "mr+3", p.a_ks);
 
     snprintf(case_desc, sizeof case_desc,
-             "%s f%d mr=%zu nc=%zu kc=%zu %s%s "
+             "%s f%d mr=%zu nc=%zu kc=%zu %s%s%s "
              "B=%s(panel_stride=%zu,b_ks=%td) %s row_bias=%s R=%s clamp=%s",
              STR(KERNEL), f->is64 ? 64 : 32, mr, nc, kc, a_desc,
-             cs->ahead ? " ahead" : "",
+             cs->ahead ? " ahead" : "", cs->stream ? " stream" : "",
              cs->direct ? "direct" : "packed", p.panel_stride, p.b_ks,
              cs->loose ? "loose(c_rs=nc+3,r_rs=nc+7)" : "tight",
              cs->row_bias ? "yes" : "no",
@@ -332,7 +338,9 @@ static int run_case(const family *f, const case_t *cs, buffers *bf)
     /* C: poison everywhere (finite and far from any result, so an element
      * of the tile left unwritten fails even where NaN is expected), with
      * a margin of 8 elements before the tile and one row after it. */
-    const size_t c_pre = 8;
+    size_t c_pre = 8;
+    if (cs->stream)     /* C's first row on a 32-byte boundary */
+        c_pre += (32 - ((uintptr_t)bf->c_mem + c_pre * f->esz) % 32) % 32 / f->esz;
     const size_t nc_elems = c_pre + (mr + 1) * (size_t)p.c_rs + 8;
     if (nc_elems * f->esz > bf->c_cap) {
         fprintf(stderr, "check_gemm: C buffer too small\n");
@@ -486,6 +494,9 @@ static int wanted(const family *f, const case_t *cs)
     /* Drivers pass direct B full panels only. */
     if (cs->direct && nc % NR != 0)
         return 0;
+    /* Streaming is for a C no operand aliases. */
+    if (cs->stream && rm == R_ALIAS_C)
+        return 0;
     /* Deep cases only need the k loops checked once per shape; the
      * epilogue variants are covered by the shallow ones. */
     if (kc > 17 && (rbf != rm % 2 || cm == CLAMP_OFF))
@@ -543,7 +554,7 @@ static void sweep(const family *f, long count[3])
     bf.b = arena_new((b_packed > b_direct ? b_packed : b_direct) * f->esz);
     bf.rb = arena_new(f->mr * f->esz);
     bf.r = arena_new(f->mr * rsmax * f->esz);
-    bf.c_cap = (16 + (f->mr + 1) * rsmax + 8) * f->esz;
+    bf.c_cap = (16 + 32 + (f->mr + 1) * rsmax + 8) * f->esz;
     bf.c_mem = malloc(bf.c_cap);
     bf.c_snap = malloc(bf.c_cap);
     bf.c_first = malloc(bf.c_cap);
@@ -560,13 +571,13 @@ static void sweep(const family *f, long count[3])
             for (size_t mr = 1; mr <= f->mr; mr++)
                 for (size_t ni = 0; ni < n_nc; ni++)
                     for (int direct = 0; direct < 2; direct++)
-                        for (int v = 0; v < 2 * 2 * 3 * 3 * (1 + HAS_AHEAD); v++) {
+                        for (int v = 0; v < 2 * 2 * 3 * 3 * (1 + 2 * HAS_HINTS); v++) {
                             const case_t cs = {
                                 .mr = mr, .nc = ncs[ni], .kc = kcs[ki],
                                 .direct = direct, .alayout = al,
                                 .loose = v % 2, .row_bias = v / 2 % 2,
                                 .rmode = v / 4 % 3, .cmode = v / 12 % 3,
-                                .ahead = v / 36};
+                                .ahead = v / 36 == 1, .stream = v / 36 == 2};
                             if (!wanted(f, &cs))
                                 continue;
                             if (!run_case(f, &cs, &bf))
