@@ -1300,7 +1300,8 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef bint first = True
     cdef bint direct = J.direct_b
     cdef const char *x_next = NULL
-    cdef Py_ssize_t x_next_bytes = 0, q_next, ntile_g, lo_b, hi_b
+    cdef Py_ssize_t x_next_bytes = 0, q_next, lo_b, hi_b
+    cdef Py_ssize_t ntile_g = cdiv(g.ng, J.mr)     # row tiles sharing x_next
     cdef pw_gemm_params prm, dprm
     if buf == NULL:
         failed[0] = 1
@@ -1512,7 +1513,6 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                         ncols = imin(ncols, full - pb * <Py_ssize_t>J.nr)
                         dprm.ahead = NULL
                         if x_next != NULL and pb == 0 and grp == 0:
-                            ntile_g = cdiv(g.ng, J.mr)
                             lo_b = (co // J.mr) * x_next_bytes // ntile_g // 64 * 64
                             hi_b = ((co // J.mr + 1) * x_next_bytes // ntile_g // 64 * 64
                                     if co + J.mr < g.ng else x_next_bytes)
