@@ -98,8 +98,9 @@ extensions = [
         "pwconv._core",
         sources=["src/_core.pyx"] + C_SOURCES,
         # Without the headers here, a build directory left from an earlier
-        # build keeps objects compiled against the old ones.
-        depends=sorted(glob.glob("src/*.h")),
+        # build keeps objects compiled against the old ones (and an sdist
+        # would leave out the .pxi files _core.pyx includes).
+        depends=sorted(glob.glob("src/*.h") + glob.glob("src/*.pxi")),
         include_dirs=["src", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),

@@ -1,0 +1,550 @@
+# Included by _core.pyx (one module, so the fused type, the typed helpers
+# and the geometry are shared): the grad weight and grad bias.
+
+# ------------------------------------------------------- grad weight, bias
+#
+# dW[co, ci] = sum over output pixels q of g(dY)[q, co] * X[in(q), ci]: a
+# GEMM with rows co, columns ci and the pixels as its depth.  Pixels are cut
+# into chunks; thread t owns a fixed, contiguous run of chunks and its own
+# partial dW, and the partials are summed in thread order afterwards, so the
+# result depends on the thread count but never on scheduling.
+
+cdef struct DwJob:
+    Geom g
+    bint nhwc, masked, want_w, want_b
+    bint tmode        # NCHW with fewer output than input channels: compute
+                      # dW^T = X . g(dY)^T, transposing the smaller operand
+    double mlo, mhi
+    size_t mr, nr, ps
+    Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
+    bint direct_b     # NHWC input read in place as B (see DW_PACK_MIN_ROWS)
+    bint fuse_gx      # pixels in place: each chunk's grad input is computed
+    NhwcJob gx        # here too, while its grad output is hot (gx: NHWC's
+                      # driver job; NCHW uses dw_nchw_grad_input)
+
+
+cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps,
+                        size_t kq, size_t nch, const real *mask, double lo,
+                        double hi, double *col_sums) noexcept nogil:
+    if real is float:
+        pw_pack_a_f32(dst, mr, src, src_ps, kq, nch, mask, lo, hi, col_sums)
+    else:
+        pw_pack_a_f64(dst, mr, src, src_ps, kq, nch, mask, lo, hi, col_sums)
+
+
+cdef void dw_swapped_chunk(const DwJob *J, const real *src, const real *a,
+                           Py_ssize_t kq, Py_ssize_t grp, real *part, real *bp,
+                           bint first, const pw_gemm_params *prm) noexcept nogil:
+    """One chunk of NHWC grad weight with the operands swapped: dW^T's rows
+    are input channels (A: the input's short rows read in place, a k step
+    one pixel on), its columns output channels (B: grad output's rows read
+    in place as whole panels, kq rows of one chunk, L1-sized; a ragged last
+    panel is packed into bp).  Packing every panel instead cost 6-12% of a
+    backward pass on 16->96, 24->144 and 32->192 at batch 4 (in-process
+    A/B, 1 thread): the packed copy was read by only ceil(C_in/MR) row
+    tiles."""
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t nr = J.nr, full = (g.ng // nr) * nr, co = 0
+    cdef real *c
+    cdef pw_gemm_params dprm = prm[0]
+    dprm.panel_stride = nr
+    dprm.b_ks = g.cout
+    if g.ng > full:
+        pack(bp, nr, J.ps, kq, g.ng - full, src + full, g.cout, 1, NULL, NULL,
+             <real *>NULL, <real *>NULL, 0, 0)
+    while co < g.kg:
+        c = part + (grp * g.kg + co) * g.ng
+        if full:
+            gemm(imin(J.mr, g.kg - co), full, a + co, src, c, NULL,
+                 NULL if first else c, &dprm)
+        if g.ng > full:
+            gemm(imin(J.mr, g.kg - co), g.ng - full, a + co, bp, c + full, NULL,
+                 NULL if first else c + full, prm)
+        co += J.mr
+
+
+cdef void dw_nchw_grad_input(const DwJob *J, const real *src, Py_ssize_t src_rs,
+                             Py_ssize_t kq, real *gin, const real *weight_t,
+                             real *tail_panel) noexcept nogil:
+    """NCHW grad input for one chunk of kq pixels of one image, inside the
+    grad-weight sweep: dX[ci, q] = sum over co of W^T[ci, co] g(dY)[co, q].
+    src holds the chunk's grad output rows, all C_out channels src_rs apart,
+    already masked; gin points at the chunk's first pixel in input channel
+    0.  A = weight_t's rows (C_in x C_out/groups, as the plane driver takes
+    them), B = the grad output rows in place as whole panels of NR pixels;
+    a ragged last panel is packed into tail_panel."""
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t nr = J.nr, full = kq // nr * nr, grp, row, r1, mr_
+    cdef const real *b
+    cdef real *c
+    cdef pw_gemm_params prm, dprm
+    memset(&prm, 0, sizeof(prm))
+    prm.kc = g.ng
+    prm.a_rs = g.ng
+    prm.a_ks = 1
+    prm.c_rs = g.h * g.w
+    prm.panel_stride = pw_panel_stride(g.ng, nr)
+    dprm = prm
+    dprm.panel_stride = nr
+    dprm.b_ks = src_rs
+    for grp in range(g.groups):
+        b = src + grp * g.ng * src_rs
+        if kq > full:
+            pack(tail_panel, nr, prm.panel_stride, g.ng, kq - full, b + full, src_rs, 1,
+                 NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+        row = grp * g.kg
+        r1 = row + g.kg
+        while row < r1:
+            mr_ = imin(J.mr, r1 - row)
+            c = gin + row * prm.c_rs
+            if full:
+                gemm(mr_, full, weight_t + row * g.ng, b, c, NULL, NULL, &dprm)
+            if kq > full:
+                gemm(mr_, kq - full, weight_t + row * g.ng, tail_panel, c + full, NULL,
+                     NULL, &prm)
+            row += mr_
+
+
+cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
+                    const real *x, const real *output, real *partials,
+                    double *bsums, real *gin, const real *wpacked_t,
+                    int *failed) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t c0 = t * J.nchunks // J.team, c1 = (t + 1) * J.nchunks // J.team
+    cdef Py_ssize_t plane = g.ho * g.wo, ci, n, q0, kq, grp, q, co, pb, pe, ncols
+    cdef Py_ssize_t full, tail
+    cdef Py_ssize_t kca = J.chunk + 8   # masked A row stride, off 4 KB aliasing
+    cdef real *part = partials + t * g.cout * g.kg
+    cdef double *bs = bsums + t * g.cout
+    # With a mask (NHWC, or NCHW with grad input fused): each chunk of grad
+    # output is masked once into its own buffer (at most MASK_ONCE_BYTES),
+    # which grad input and grad weight then both read as plain rows, as they
+    # read grad output without a mask.
+    cdef bint mask_once = J.masked and (J.nhwc or J.fuse_gx)
+    # `at`, grad output as A: NHWC regroups long rows into it, NCHW masks
+    # row tiles into it where there is no mask-once buffer.
+    cdef size_t a_bytes = 0
+    if not J.tmode and J.nhwc:
+        a_bytes = J.chunk * J.mr * cdiv(g.ng, J.mr) * sizeof(real)
+    elif not J.tmode and J.masked and not mask_once:
+        a_bytes = g.ng * kca * sizeof(real)
+    cdef size_t b_bytes = J.ppg * J.ps * sizeof(real)
+    cdef size_t k_bytes = J.chunk * sizeof(Py_ssize_t)
+    cdef size_t m_bytes = (J.chunk if J.nhwc else kca) * g.cout * sizeof(real) if mask_once else 0
+    # NCHW grad input's ragged last panel (dw_nchw_grad_input).
+    cdef size_t gxt_bytes = (pw_panel_stride(g.ng, J.nr) * sizeof(real)
+                             if J.fuse_gx and not J.nhwc else 0)
+    cdef real *gx_tail
+    cdef const real *gsrc
+    cdef real *mbuf
+    cdef char *buf = <char *>pw_scratch(a_bytes + b_bytes + k_bytes + m_bytes + gxt_bytes
+                                        + 256)
+    cdef real *at
+    cdef real *bp
+    cdef const real *a
+    cdef const real *a_tile
+    cdef const real *bsrc = NULL
+    cdef Py_ssize_t *koff
+    cdef const real *src
+    cdef real *c
+    cdef bint first = True
+    cdef bint direct = J.direct_b
+    cdef const char *x_next = NULL
+    cdef Py_ssize_t x_next_bytes = 0, q_next, lo_b, hi_b
+    cdef Py_ssize_t ntile_g = cdiv(g.ng, J.mr)     # row tiles sharing x_next
+    cdef pw_gemm_params prm, dprm
+    if buf == NULL:
+        failed[0] = 1
+        return
+    bp = <real *>buf
+    at = <real *>(buf + b_bytes + 64)
+    koff = <Py_ssize_t *>(buf + b_bytes + a_bytes + 64)
+    mbuf = <real *>(buf + b_bytes + a_bytes + k_bytes + 128)
+    gx_tail = <real *>(buf + b_bytes + a_bytes + k_bytes + m_bytes + 192)
+    memset(&prm, 0, sizeof(prm))
+    prm.c_rs = g.kg
+    prm.r_rs = g.kg
+    prm.panel_stride = J.ps
+    full = (g.kg // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if direct else 0
+    tail = g.kg - full
+    if J.tmode:
+        prm.c_rs = g.ng
+        prm.r_rs = g.ng
+        prm.a_rs = 1 if J.nhwc else plane
+        prm.a_ks = g.cin if J.nhwc else 1
+    # NCHW grad input reads grad output's rows as panels, one line from each
+    # of C_out rows a plane apart: from memory, more streams than the
+    # prefetchers follow.  Unmasked and unswapped, grad weight reads them
+    # first instead (six whole rows a row tile, which the prefetchers
+    # follow), and grad input then finds them in L2.  In-process A/B,
+    # backward, 1 thread: 16->96 at 4x112x112 14% faster, 24->144 at
+    # 4x56x56 2-3%, at 16x56x56 10%, 32->192 at 28x28 within 1%; with the
+    # operands swapped (fewer outputs than inputs, grad output packed)
+    # 2-3% slower, so those keep grad input first.
+    cdef bint gx_last = J.fuse_gx and not J.nhwc and not mask_once and not J.tmode
+    for ci in range(c0, c1):
+        n = ci // J.nchunks_img
+        q0 = (ci % J.nchunks_img) * J.chunk
+        kq = imin(J.chunk, plane - q0)
+        # NHWC input read in place as B comes from memory at the pace of
+        # the chunk's first row tile; instead, every row tile asks for its
+        # share of this thread's next chunk (contiguous rows) while its
+        # GEMM runs (pw_gemm_params.ahead).  In-process A/B, 1 thread,
+        # backward: 144->24 at 4x56x56 20-27% faster, 96->24 1-13%, 32->16
+        # at 4x112x112 4-9%, 192->32 at 16x28x28 16-18%; input in L3
+        # (28x28 at batch 4, 56x56 at batch 1) within 3%.
+        x_next = NULL
+        if J.nhwc and direct and not J.tmode and ci + 1 < c1:
+            q_next = ((ci + 1) % J.nchunks_img) * J.chunk
+            x_next = <const char *>(x + (((ci + 1) // J.nchunks_img) * plane + q_next) * g.cin)
+            x_next_bytes = imin(J.chunk, plane - q_next) * g.cin * sizeof(real)
+        if not J.nhwc:
+            if J.fuse_gx and not gx_last:
+                # This chunk's grad output rows (all channels), masked once
+                # into mbuf (the bias sums ride along) or read in place; grad
+                # input first, so grad weight then finds them in L2.
+                gsrc = gout + n * g.cout * plane + q0
+                if mask_once:
+                    mask_rows(mbuf, kca, gsrc, plane, g.cout, kq, output + (gsrc - gout),
+                              J.mlo, J.mhi, NULL, bs if J.want_b else NULL)
+                    gsrc = mbuf
+                dw_nchw_grad_input(J, gsrc, kca if mask_once else plane, kq,
+                                   gin + n * g.cin * plane + q0, wpacked_t, gx_tail)
+        else:
+            gsrc = gout + (n * plane + q0) * g.cout
+            if mask_once:
+                # The bias sums ride along (all groups' channels at once).
+                mask_rows(mbuf, g.cout, gsrc, g.cout, kq, g.cout, output + (gsrc - gout),
+                          J.mlo, J.mhi, bs if J.want_b else NULL, NULL)
+                gsrc = mbuf
+            if J.fuse_gx:
+                nhwc_rows(&J.gx, gsrc, gin, <real *>NULL, <real *>NULL, wpacked_t, 0,
+                          (n * plane + q0) * g.cin, g.cout, g.cin, kq, 0, J.gx.units,
+                          True, <real *>NULL)
+        if J.tmode and J.nhwc:
+            prm.kc = kq
+            for grp in range(g.groups):
+                src = gsrc + grp * g.ng
+                if J.want_b and not mask_once:
+                    mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng, <real *>NULL,
+                              0, 0, bs + grp * g.ng, NULL)
+                if J.want_w:
+                    dw_swapped_chunk(J, src, x + (n * plane + q0) * g.cin + grp * g.kg,
+                                     kq, grp, part, bp, first, &prm)
+            first = False
+            continue
+        if J.tmode:
+            prm.kc = kq
+            for grp in range(g.groups):
+                src = gout + (n * g.cout + grp * g.ng) * plane + q0
+                if mask_once:
+                    if J.want_w:
+                        pack(bp, J.nr, J.ps, kq, g.ng, mbuf + grp * g.ng * kca, 1, kca,
+                             NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                else:
+                    if J.want_b:
+                        mask_rows(<real *>NULL, 0, src, plane, g.ng, kq,
+                                  output + (src - gout) if J.masked else NULL,
+                                  J.mlo, J.mhi, NULL, bs + grp * g.ng)
+                    if J.want_w:
+                        pack(bp, J.nr, J.ps, kq, g.ng, src, 1, plane, NULL, NULL,
+                             <real *>NULL, output + (src - gout) if J.masked else NULL,
+                             J.mlo, J.mhi)
+                if not J.want_w:
+                    continue
+                a = x + (n * g.cin + grp * g.kg) * plane + q0
+                pb = 0
+                while pb < J.ppg:
+                    pe = imin(J.ppg, pb + J.pblock)
+                    ncols = imin(g.ng, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                    co = 0      # here: rows are input channels
+                    while co < g.kg:
+                        c = part + (grp * g.kg + co) * g.ng + pb * <Py_ssize_t>J.nr
+                        gemm(imin(J.mr, g.kg - co), ncols, a + co * plane,
+                             bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
+                        co += J.mr
+                    pb = pe
+            first = False
+            continue
+        if not g.simple:
+            for q in range(kq):
+                koff[q] = input_offset(g, q0 + q)
+                if J.nhwc and koff[q] >= 0:
+                    koff[q] *= g.cin
+        prm.kc = kq
+        for grp in range(g.groups):
+            # A: grad output for these pixels, rows = output channels, read
+            # in place unless the activation's mask must be applied first;
+            # the bias gradient is summed on the same pass.
+            if J.nhwc:
+                # Pixels are the rows of grad output here: regroup each tile
+                # of MR channels so a k step reads MR adjacent values.
+                src = gsrc + grp * g.ng     # masked already, where there is a mask
+                prm.a_rs = 1
+                if g.cout * sizeof(real) <= 128:
+                    # Short rows: in place, as in the swapped case above.
+                    if J.want_b and not mask_once:
+                        mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng,
+                                  <real *>NULL, 0, 0, bs + grp * g.ng, NULL)
+                    a = src
+                    prm.a_ks = g.cout
+                else:
+                    pack_a(at, J.mr, src, g.cout, kq, g.ng, <real *>NULL, 0, 0,
+                           bs + grp * g.ng if J.want_b and not mask_once else NULL)
+                    a = at
+                    prm.a_ks = J.mr
+            else:
+                # Grad output rows are masked and summed for the bias one row
+                # tile at a time, next to the tile's first GEMM, while they
+                # are in L2: a whole chunk's rows would not fit there, and
+                # grad output would be read from memory twice.
+                src = gout + (n * g.cout + grp * g.ng) * plane + q0
+                if mask_once:
+                    # Masked and summed at the chunk's start (see above).
+                    if not J.want_w:
+                        continue
+                    src = mbuf + grp * g.ng * kca
+                elif not J.want_w:
+                    mask_rows(<real *>NULL, 0, src, plane, g.ng, kq,
+                              output + (src - gout) if J.masked else NULL,
+                              J.mlo, J.mhi, NULL, bs + grp * g.ng)
+                    continue
+                a = at if J.masked and not mask_once else src
+                prm.a_rs = kca if J.masked else plane
+                prm.a_ks = 1
+            if not J.want_w:
+                continue
+            # B: the input pixels these outputs read, one row per pixel.
+            if J.nhwc:
+                if direct:
+                    bsrc = x + (n * plane + q0) * g.cin + grp * g.kg
+                    if tail:
+                        pack(bp, J.nr, J.ps, kq, tail, bsrc + full, g.cin, 1,
+                             NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                elif g.simple:
+                    bsrc = x + (n * plane + q0) * g.cin + grp * g.kg
+                else:
+                    bsrc = x + n * g.h * g.w * g.cin + grp * g.kg
+            else:
+                if g.simple:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + (n * g.cin + grp * g.kg) * plane + q0, 1, plane,
+                         NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
+                else:
+                    pack(bp, J.nr, J.ps, kq, g.kg,
+                         x + (n * g.cin + grp * g.kg) * g.h * g.w, 1, g.h * g.w,
+                         koff, NULL, <real *>NULL, <real *>NULL, 0, 0)
+            dprm = prm
+            dprm.panel_stride = J.nr
+            dprm.b_ks = g.cin
+            # Column blocks sized for L2, then every row tile over the block.
+            pb = 0
+            while pb < J.ppg:
+                pe = imin(J.ppg, pb + J.pblock)
+                ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                if J.nhwc and not direct:
+                    # NHWC input is packed one L2 block at a time, right
+                    # before its row tiles use it, so it is still in L2.
+                    pack(bp + pb * J.ps, J.nr, J.ps, kq, ncols,
+                         bsrc + pb * <Py_ssize_t>J.nr, g.cin, 1,
+                         NULL if g.simple else koff, NULL, <real *>NULL,
+                         <real *>NULL, 0, 0)
+                co = 0
+                while co < g.ng:
+                    a_tile = a + (co * kq if J.nhwc and a == at else co * prm.a_rs)
+                    if pb == 0 and not J.nhwc and J.masked and not mask_once:
+                        mask_rows(at + co * kca, kca, src + co * plane, plane,
+                                  imin(J.mr, g.ng - co), kq,
+                                  output + (src - gout) + co * plane, J.mlo, J.mhi,
+                                  NULL, bs + grp * g.ng + co if J.want_b else NULL)
+                    c = part + (grp * g.ng + co) * g.kg + pb * <Py_ssize_t>J.nr
+                    if direct and pb * <Py_ssize_t>J.nr < full:
+                        # whole panels in place; a ragged last panel is packed
+                        ncols = imin(ncols, full - pb * <Py_ssize_t>J.nr)
+                        dprm.ahead = NULL
+                        if x_next != NULL and pb == 0 and grp == 0:
+                            lo_b = (co // J.mr) * x_next_bytes // ntile_g // 64 * 64
+                            hi_b = ((co // J.mr + 1) * x_next_bytes // ntile_g // 64 * 64
+                                    if co + J.mr < g.ng else x_next_bytes)
+                            dprm.ahead = x_next + lo_b
+                            dprm.ahead_rows = 1
+                            dprm.ahead_row_bytes = hi_b - lo_b
+                        gemm(imin(J.mr, g.ng - co), ncols, a_tile,
+                             bsrc + pb * <Py_ssize_t>J.nr, c, NULL,
+                             NULL if first else c, &dprm)
+                        if pe * <Py_ssize_t>J.nr > full and tail:
+                            c = c + ncols
+                            gemm(imin(J.mr, g.ng - co), tail, a_tile,
+                                 bp, c, NULL, NULL if first else c, &prm)
+                    elif direct:
+                        gemm(imin(J.mr, g.ng - co), tail, a_tile,
+                             bp, c, NULL, NULL if first else c, &prm)
+                    else:
+                        gemm(imin(J.mr, g.ng - co), ncols, a_tile,
+                             bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
+                    if pb == 0 and not J.nhwc and J.want_b and not J.masked:
+                        # After the GEMM, which streamed these rows in from
+                        # memory overlapped with its arithmetic: they are
+                        # in L2 now, and the sum costs little.
+                        mask_rows(<real *>NULL, 0, a_tile, plane, imin(J.mr, g.ng - co),
+                                  kq, <real *>NULL, 0, 0, NULL, bs + grp * g.ng + co)
+                    co += J.mr
+                    ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+                pb = pe
+        first = False
+        if gx_last:
+            dw_nchw_grad_input(J, gout + n * g.cout * plane + q0, plane, kq,
+                               gin + n * g.cin * plane + q0, wpacked_t, gx_tail)
+
+
+def grad_weight_bias(object grad_out, object x, object output, object gw,
+                     object gb, bint nhwc, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups,
+                     bint masked, double lo, double hi, Py_ssize_t nthreads,
+                     object grad_in=None, object wpacked_t=None):
+    """Fill gw (C_out, C_in/g) and/or gb (C_out,), either may be None.
+
+    With grad_in (stride 1, no padding only) the same sweep over grad output
+    also fills grad_in from wpacked_t (NHWC: the transposed weights' panels;
+    NCHW: the transposed weights, C_in x C_out/groups): grad output is then
+    read from memory once, not twice, and masked once."""
+    cdef Geom g = make_geom(x, grad_out, nhwc, sh, sw, pt, pl, groups)
+    cdef DwJob J
+    cdef Py_ssize_t plane = g.ho * g.wo
+    memset(&J, 0, sizeof(J))
+    J.g = g
+    J.nhwc = nhwc
+    J.masked = masked
+    J.mlo = lo
+    J.mhi = hi
+    J.want_w = gw is not None
+    J.want_b = gb is not None
+    if grad_in is not None:
+        if not g.simple:
+            raise ValueError("fused grad input needs pixels in place")
+        J.fuse_gx = True
+        if nhwc:
+            # Unmasked: dw_thread hands it rows masked already.
+            grad_input_job(&J.gx, &g, False, 0, 0)
+            if is_f32(x):
+                nhwc_tiling(&J.gx, <float *>NULL)
+            else:
+                nhwc_tiling(&J.gx, <double *>NULL)
+            if masked:
+                J.gx.prefetch_a = False     # its A is the L1-sized mask buffer
+    # Transpose (or regroup) whichever operand has fewer channels.  NHWC
+    # swaps only when the input rows are then read in place (short rows, see
+    # dw_swapped_chunk; grad output, masked or not, is read in place too)
+    # and the copy that saves per pixel (ng - kg values) outweighs the
+    # transpose of the result at the end (about 3 copies of dW).  With
+    # longer input rows both ways copy both operands,
+    # and swapping only added a separate pass for the bias sums and the
+    # final transpose: in-process A/B, 1 thread, not swapping was 1-5%
+    # faster on 64->384 and 96->576 at 14x14 (batch 4 to 16) and 160->960
+    # at 7x7.
+    mr, nr = tile_shape(x.dtype.itemsize)
+    pixels = g.n * plane
+    J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
+                            (nhwc and g.kg < g.ng and
+                             g.cin * x.dtype.itemsize <= 128 and
+                             pixels * (g.ng - g.kg) > 3 * g.ng * g.kg))
+    # NHWC input rows are read in place as B (whole panels, rows C_in apart)
+    # when every output pixel reads the input pixel of the same index and
+    # few row tiles would reuse a packed copy; otherwise packed panels,
+    # whose rows are contiguous, read faster than long-strided rows.  With
+    # the operands swapped, B is grad output, read in place likewise (see
+    # dw_swapped_chunk).
+    J.direct_b = nhwc and g.simple and (J.tmode or g.ng < DW_PACK_MIN_ROWS)
+    if nhwc:
+        chunk = DW_CHUNK_DIRECT if J.direct_b else DW_CHUNK
+        if masked:
+            chunk = min(chunk, max(DW_CHUNK_DIRECT,
+                                   MASK_ONCE_BYTES // (g.cout * x.dtype.itemsize)))
+    else:
+        # Long, but with the packed operand held to about 2 MB.
+        chunk = max(DW_CHUNK, min(DW_CHUNK_NCHW, (2 << 20) //
+                                  ((g.ng if J.tmode else g.kg) * x.dtype.itemsize)))
+        if J.fuse_gx:
+            # Grad input and grad weight both read the chunk's grad output
+            # rows (or the mask-once buffer), one after the other: held to
+            # what stays in L2, in whole panels.
+            chunk = min(chunk, max(DW_CHUNK_DIRECT,
+                                   MASK_ONCE_BYTES // (g.cout * x.dtype.itemsize)))
+            chunk = max(nr, chunk // nr * nr)
+    # Equal chunks of at most `chunk` pixels per image; a single (tall)
+    # image gets a multiple of the thread count, so every thread reduces
+    # the same number of pixels.
+    J.nchunks_img = (plane + chunk - 1) // chunk if plane else 0
+    if g.n == 1 and nthreads > 1 and J.nchunks_img:
+        J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
+    J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else chunk
+    if J.fuse_gx and not nhwc:
+        J.chunk = (J.chunk + nr - 1) // nr * nr     # whole panels for grad input's B
+    # Rounding the chunk up can leave fewer chunks than asked for; never
+    # hand out one that starts past the end.
+    J.nchunks_img = (plane + J.chunk - 1) // J.chunk if plane else 0
+    J.nchunks = g.n * J.nchunks_img
+    J.mr, J.nr = mr, nr
+    J.ps = pw_panel_stride(J.chunk, J.nr)
+    J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
+    J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
+    flops = 2.0 * g.n * plane * g.cin * g.ng * (2 if J.fuse_gx else 1)
+    J.team = plan_threads(nthreads, flops, J.nchunks) if J.nchunks else 1
+    if J.team == 1 and gw is not None and not J.tmode:
+        partials = gw.reshape(1, g.cout, g.kg)   # one thread writes in place
+    else:
+        # Every thread's first chunk overwrites its whole partial (no R).
+        partials = np.empty((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
+    bsums = np.zeros((J.team, g.cout), dtype=np.float64)
+    if J.nchunks:
+        if is_f32(x):
+            failed = _dw_run(&J, <float *>data(grad_out), <float *>data(x),
+                             <float *>data(output), <float *>data(partials),
+                             <double *>data(bsums), <float *>data(grad_in),
+                             <float *>data(wpacked_t))
+        else:
+            failed = _dw_run(&J, <double *>data(grad_out), <double *>data(x),
+                             <double *>data(output), <double *>data(partials),
+                             <double *>data(bsums), <double *>data(grad_in),
+                             <double *>data(wpacked_t))
+        if failed:
+            raise MemoryError("pwconv: out of memory for per-thread scratch")
+    if gw is not None and J.nchunks == 0:
+        gw[...] = 0
+    elif gw is not None and J.tmode:
+        total = partials[0] if J.team == 1 else partials.sum(axis=0)
+        # Through pw_transpose: numpy's strided copy of dW^T took 7% of a
+        # 960->160 7x7 NCHW backward pass at batch 4 (perf); in-process A/B,
+        # NCHW backward with fewer outputs than inputs: 1-3% faster at batch
+        # 4, 13% at batch 1 on 960->160 7x7.
+        if is_f32(x):
+            transpose_groups(<float *>data(gw), <float *>data(total), groups, g.kg, g.ng)
+        else:
+            transpose_groups(<double *>data(gw), <double *>data(total), groups, g.kg, g.ng)
+    elif gw is not None and J.team > 1:
+        # Fixed order, so the result does not depend on scheduling.
+        np.sum(partials, axis=0, out=gw.reshape(g.cout, g.kg))
+    if gb is not None:
+        gb[...] = bsums.sum(axis=0)
+
+
+cdef void transpose_groups(real *dst, const real *src, Py_ssize_t groups,
+                           Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[g] = src[g]^T for each group: (rows x cols) into (cols x rows)."""
+    cdef Py_ssize_t grp
+    for grp in range(groups):
+        transpose(dst + grp * rows * cols, rows, src + grp * rows * cols, cols, rows, cols,
+                  NULL, 0, 0, 0, 0)
+
+
+cdef int _dw_run(DwJob *J, const real *gout, const real *x, const real *output,
+                 real *partials, double *bsums, real *gin,
+                 const real *wpacked_t) noexcept nogil:
+    cdef int failed = 0
+    cdef Py_ssize_t t
+    if J.team == 1:
+        dw_thread(J, 0, gout, x, output, partials, bsums, gin, wpacked_t, &failed)
+    else:
+        for t in prange(J.team, schedule='static', num_threads=J.team):
+            dw_thread(J, t, gout, x, output, partials, bsums, gin, wpacked_t, &failed)
+    return failed

@@ -1,0 +1,253 @@
+# Included by _core.pyx (one module, so the fused type, the typed helpers
+# and the geometry are shared): the NCHW plane driver.
+
+# ------------------------------------------------------- NCHW plane driver
+#
+# Rows of the GEMM are channels, columns are pixels of one image plane, so
+# every store is contiguous.  Forward: A = weights (C_out x C_in/g), B = a
+# strip of input pixels gathered per channel, C = output plane rows.  Grad
+# input: A = transposed weights, B = a strip of grad output (masked), C =
+# grad input plane rows (scattered through a tile when strided or padded).
+
+cdef struct NchwJob:
+    Geom g
+    bint grad_input
+    Py_ssize_t kc, rows_g         # depth, C rows per group
+    Py_ssize_t b_planes, c_planes # channels of B's / C's tensor (image stride)
+    Py_ssize_t b_plane, c_plane   # pixels per plane of B's / C's tensor
+    size_t mr, nr, ps
+    Py_ssize_t strip, nstrips     # pixels per strip, strips per image
+    Py_ssize_t rsplit             # pieces the C rows are cut into
+    Py_ssize_t kblock             # depth per pass over the row tiles
+    bint b_in_l1                  # B's rows, read in place, stay in L1
+    bint prefetch_r               # ask for the next row tile's R a tile early
+    bint masked
+    double mlo, mhi
+    pw_gemm_params prm
+
+
+cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
+                    const real *B, real *C, const real *rowbias, const real *R,
+                    const real *M, int *failed) noexcept nogil:
+    cdef const Geom *g = &J.g
+    # Row pieces are outermost, so a static schedule hands each thread whole
+    # pieces across every strip (balanced even when strips are ragged).
+    cdef Py_ssize_t rs = item // (g.n * J.nstrips), it = item % (g.n * J.nstrips)
+    cdef Py_ssize_t n = it // J.nstrips, s = it % J.nstrips
+    cdef Py_ssize_t p0 = s * J.strip, width = imin(J.strip, g.ho * g.wo - p0)
+    cdef Py_ssize_t rtot = J.rows_g * g.groups
+    # Row pieces start on whole tiles, so only the last piece has a short one.
+    cdef Py_ssize_t r0 = (rs * rtot // J.rsplit) // J.mr * J.mr
+    cdef Py_ssize_t r1 = rtot if rs + 1 == J.rsplit else ((rs + 1) * rtot // J.rsplit) // J.mr * J.mr
+    cdef Py_ssize_t grp, row, rend, mr_, j, jw, i, off, full, tail
+    cdef Py_ssize_t *joff = NULL
+    cdef bint scatter = J.grad_input and not g.simple
+    # B is contiguous along the strip's pixels unless it gathers through
+    # stride/padding or needs the activation mask: then whole panels are read
+    # in place (no copy) and only the ragged tail is packed.
+    cdef bint direct = not J.masked and (J.grad_input or g.simple) and rtot <= 96 and J.b_in_l1
+    cdef size_t panels_bytes
+    cdef char *buf
+    cdef real *bp
+    cdef real *tile = NULL
+    cdef real *c
+    cdef real *cbase
+    cdef Py_ssize_t c_rs
+    cdef const real *src
+    cdef const real *msk
+    cdef pw_gemm_params prm = J.prm
+    cdef pw_gemm_params dprm = J.prm
+    cdef pw_gemm_params lprm = J.prm
+    cdef Py_ssize_t gstart, kblock, k0, kb
+    cdef bint last
+    full = (width // <Py_ssize_t>J.nr) * <Py_ssize_t>J.nr if direct else 0
+    tail = width - full
+    panels_bytes = cdiv(tail, J.nr) * J.ps * sizeof(real)
+    buf = <char *>pw_scratch(panels_bytes + width * sizeof(Py_ssize_t)
+                             + J.mr * width * sizeof(real) + 128)
+    if buf == NULL:
+        failed[0] = 1
+        return
+    bp = <real *>buf
+    if not g.simple:
+        joff = <Py_ssize_t *>(buf + panels_bytes)
+        for j in range(width):
+            joff[j] = input_offset(g, p0 + j)
+    if scatter:
+        tile = <real *>(buf + panels_bytes + width * sizeof(Py_ssize_t) + 64)
+    prm.a_rs = J.kc
+    prm.panel_stride = J.ps
+    lprm = prm                      # packed rows resumed past the head
+    lprm.b_ks = J.nr
+    dprm = prm                      # whole panels read in place
+    dprm.panel_stride = J.nr
+    dprm.b_ks = J.b_plane
+    # No software prefetch of the next strip's B rows: it once made the
+    # b4 forward pass 4-11% faster, but with today's strips and kernels
+    # dropping it was 2-6% faster on MobileNetV2 shapes at batch 1 to 16
+    # (in-process A/B, forward and grad input, 1 thread; strided layers
+    # within 2%).
+    row = r0
+    while row < r1:
+        grp = row // J.rows_g
+        rend = imin(r1, (grp + 1) * J.rows_g)
+        # Pack this group's ragged tail of B once for all its rows here.
+        if J.grad_input or g.simple:
+            src = B + (n * J.b_planes + grp * J.kc) * J.b_plane + p0
+            msk = M + (src - B) if J.masked else NULL
+            if tail:
+                pack(bp, J.nr, J.ps, J.kc, tail, src + full, J.b_plane, 1, NULL,
+                     NULL, <real *>NULL, msk + full if msk != NULL else NULL,
+                     J.mlo, J.mhi)
+        else:
+            src = B + (n * J.b_planes + grp * J.kc) * J.b_plane
+            pack(bp, J.nr, J.ps, J.kc, width, src, J.b_plane, 0, NULL, joff,
+                 <real *>NULL, <real *>NULL, 0, 0)
+        # Depth blocks as in the NHWC driver: the first adds row bias and
+        # residual, later ones add onto C (B resumes past the packed head
+        # with b_ks = NR, or further down the plane rows in place), only the
+        # last clamps.  The scatter path keeps one block: its tile is
+        # per row tile.
+        gstart = row
+        kblock = J.kc if scatter else J.kblock
+        k0 = 0
+        while True:
+            kb = imin(kblock, J.kc - k0)
+            last = k0 + kb >= J.kc
+            prm.kc = dprm.kc = lprm.kc = kb
+            prm.clamp = dprm.clamp = lprm.clamp = J.prm.clamp if last else 0
+            row = gstart
+            while row < rend:
+                mr_ = imin(J.mr, rend - row)
+                if scatter:
+                    cbase = tile
+                    c_rs = width
+                else:
+                    cbase = C + (n * J.c_planes + row) * J.c_plane + p0
+                    c_rs = J.c_plane
+                prm.c_rs = dprm.c_rs = lprm.c_rs = c_rs
+                prm.r_rs = dprm.r_rs = lprm.r_rs = c_rs
+                if full and J.prefetch_r and k0 == 0 and not scatter:
+                    # As in the NHWC driver: a residual from memory is only
+                    # read by the epilogue, too late for the prefetchers on
+                    # short depths.  The row tile goes in pieces, each
+                    # asking for the next piece's residual lines first.
+                    j = 0
+                    while j < full:
+                        jw = imin(PREFETCH_R_COLS, full - j)
+                        pw_prefetch_rows(R + (cbase - C) + j + jw, mr_,
+                                         imin(PREFETCH_R_COLS, width - j - jw) * sizeof(real),
+                                         c_rs * sizeof(real))
+                        gemm(mr_, jw, A + row * J.kc, src + j, cbase + j,
+                             rowbias + row if rowbias != NULL else NULL,
+                             R + (cbase - C) + j, &dprm)
+                        j += jw
+                elif full:
+                    gemm(mr_, full, A + row * J.kc + k0, src + k0 * J.b_plane, cbase,
+                         rowbias + row if rowbias != NULL and k0 == 0 else NULL,
+                         (R + (cbase - C) if R != NULL and not scatter else NULL)
+                         if k0 == 0 else cbase, &dprm)
+                if tail:
+                    c = cbase + full
+                    if k0 == 0:
+                        gemm(mr_, tail, A + row * J.kc, bp, c,
+                             rowbias + row if rowbias != NULL else NULL,
+                             R + (c - C) if R != NULL and not scatter else NULL, &prm)
+                    else:
+                        gemm(mr_, tail, A + row * J.kc + k0,
+                             bp + (1 + k0) * <Py_ssize_t>J.nr, c, NULL, c, &lprm)
+                if scatter:
+                    # Each input pixel is read by at most one output pixel of
+                    # a 1x1 conv, so the scatter assigns; the rest stays zero.
+                    c = C + (n * J.c_planes + row) * J.c_plane
+                    for i in range(mr_):
+                        for j in range(width):
+                            off = joff[j]
+                            if off >= 0:
+                                c[i * J.c_plane + off] = tile[i * width + j]
+                row += mr_
+            k0 += kb
+            if k0 >= J.kc:
+                break
+
+
+cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+# Columns per piece of a row tile whose residual is prefetched a piece
+# ahead: 6 rows of 128 floats are 48 lines, within the fill buffers' reach.
+cdef Py_ssize_t PREFETCH_R_COLS = 128
+
+
+cdef bint l1_holds_rows(Py_ssize_t stride_bytes, Py_ssize_t rows) noexcept nogil:
+    """Whether `rows` cache lines `stride_bytes` apart (one panel of B read in
+    place) mostly stay in a 32 KB, 8-way, 64-set L1.  A stride that is a
+    multiple of a large power of two maps them onto a few sets: a 112x112
+    float plane (50176 bytes) uses 4 sets, 32 lines.  Measured: reading such
+    planes in place lost 10-20% to packing them once deeper than 1.5 times
+    what the sets hold."""
+    cdef Py_ssize_t sets = 64
+    if stride_bytes % 64 == 0:
+        sets = 64 // gcd((stride_bytes // 64) % 64 or 64, 64)
+    return 2 * rows <= 3 * 8 * sets
+
+
+cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
+                  const real *rowbias, const real *R, const real *M,
+                  Py_ssize_t nthreads) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t plane = g.ho * g.wo, items, item, rtot = J.rows_g * g.groups
+    cdef double flops = 2.0 * g.n * plane * J.kc * rtot
+    cdef int failed = 0, team
+    J.mr = tile_mr(C)
+    J.nr = tile_nr(C)
+    J.ps = pw_panel_stride(J.kc, J.nr)
+    J.kblock = KBLOCK_BYTES // sizeof(real)
+    J.prefetch_r = R != NULL and g.n * plane * rtot * sizeof(real) > 2 * L2_BLOCK_BYTES
+    # In place only up to NCHW_DIRECT_MAX_DEPTH rows: deeper strips are
+    # narrow (a few panels wide), so in place they are that many short row
+    # pieces per strip, while packed panels stream.
+    J.b_in_l1 = (l1_holds_rows(J.b_plane * sizeof(real), imin(J.kc, J.kblock))
+                 and imin(J.kc, J.kblock) <= NCHW_DIRECT_MAX_DEPTH)
+    # As many panels per strip as keep one depth block of them in half the
+    # L2 budget: the kernel walks all of them for each row tile of weights,
+    # so the weights are read once per strip and the strip stays in L2.
+    # Weights larger than the L2 budget come from L3 (or memory) for every
+    # strip, so they get strips four times as wide, which then live in L3
+    # (ResNet-50 b1, one thread, interleaved: 8% faster with the weights
+    # evicted between calls, 2% with them in L3; the 28x28-7x7 layers
+    # 8-21%; MobileNetV2, whose weights are small, unchanged).
+    cdef Py_ssize_t npan = cdiv(plane, J.nr)
+    cdef size_t strip_budget = L2_BLOCK_BYTES // 2
+    if rtot * J.kc * sizeof(real) > L2_BLOCK_BYTES:
+        strip_budget = 2 * L2_BLOCK_BYTES
+    cdef Py_ssize_t strip_max = imax(1, strip_budget //
+                                     (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
+    J.nstrips = cdiv(npan, strip_max)
+    J.rsplit = 1
+    if nthreads > 1:
+        if g.n * npan >= 4 * nthreads:
+            # Enough pixels: at least four strips per thread, handed out
+            # dynamically like the NHWC driver's row shares.
+            J.nstrips = imax(J.nstrips, imin(npan, cdiv(4 * nthreads, g.n)))
+        else:
+            # Small maps: cut the rows (channels) into two pieces per thread.
+            J.rsplit = imax(1, imin(2 * nthreads, rtot // (2 * <Py_ssize_t>J.mr)))
+    # Equal strips of whole panels; only the last one is ragged.
+    J.strip = J.nr * cdiv(npan, J.nstrips)
+    J.nstrips = cdiv(plane, J.strip)
+    items = g.n * J.nstrips * J.rsplit
+    team = plan_threads(nthreads, flops, items)
+    # No streamed stores here: on 16->96 at 8x112x112 they made the forward
+    # pass 34% slower (in-process A/B), each tile's rows being lines in six
+    # channel planes far apart rather than one run of memory.
+    if team == 1:
+        for item in range(items):
+            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
+    else:
+        for item in prange(items, schedule='dynamic', num_threads=team):
+            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
+    return failed

@@ -1,0 +1,228 @@
+# Included by _core.pyx (one module, so the fused type, the typed helpers
+# and the geometry are shared): the NHWC pixel driver.
+
+# ------------------------------------------------------- NHWC pixel driver
+#
+# Rows of the GEMM are pixels, columns are channels.  Used by the forward
+# pass (A = input pixels, C = output pixels) and by grad input (A = grad
+# output pixels, masked by the activation, C = grad input pixels).
+
+cdef struct NhwcJob:
+    Geom g
+    bint a_at_input, c_at_input   # which pixel grid A / C are addressed on
+    Py_ssize_t a_pix, c_pix       # channels per pixel of A's / C's tensor
+    Py_ssize_t a_goff, c_goff     # channel offset from one group to the next
+    Py_ssize_t kc, ncg            # depth and columns per group
+    size_t mr, nr, ps, gs         # tile, panel stride, group stride in packed
+    Py_ssize_t ppg, pblock        # panels per group, panels per L2 block
+    Py_ssize_t kblock             # depth per pass over a row tile
+    Py_ssize_t units, nsplit      # (group, panel) column units, pieces of them
+    Py_ssize_t nmchunks           # simple geometry: row shares (items)
+    bint border                   # C at output: padding gets act(head + R)
+    bint masked                   # A is zeroed where M is outside (mlo, mhi)
+    bint prefetch_r               # ask for the next row tile's R a tile early
+    bint prefetch_a               # and for its A rows (A streamed from memory)
+    double mlo, mhi
+    pw_gemm_params prm
+
+
+# A tensor this large comes from memory, not L3, and a deep row tile walks
+# its rows k-wise, one line per row at a time, which the hardware
+# prefetchers follow too late: each row tile asks for the next one's A rows
+# first.  Measured (in-process A/B, 1 thread): forward 96->16 on 4x112x112
+# (19 MB of input) 24% faster, 144->24 on 4x56x56 (7.2 MB) 10%, a training
+# step of 16->96 on 4x112x112 (grad output as grad input's A) 5-7%; but
+# 2-8% slower where A fits in L3 (4.8 MB and less) or rows are short (32).
+cdef size_t PREFETCH_A_MIN_BYTES = 6 * 1024 * 1024
+cdef Py_ssize_t PREFETCH_A_MIN_DEPTH = 64
+
+
+cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
+                    const real *M, const real *packed, Py_ssize_t a_off,
+                    Py_ssize_t c_off, Py_ssize_t a_rs, Py_ssize_t c_rs,
+                    Py_ssize_t rows, Py_ssize_t u0, Py_ssize_t u1, bint valid,
+                    real *scratch) noexcept nogil:
+    """Rows [0, rows) of one uniformly strided pixel run, columns units
+    [u0, u1).  valid=False: the run lies on padding (depth 0, border only).
+
+    Very deep layers are cut into depth blocks of J.kblock (see
+    KBLOCK_BYTES): the first block starts from the panel head (bias) and
+    adds R (residual), later blocks read the packed rows in place without a
+    head and add onto C, and only the last clamps."""
+    cdef pw_gemm_params prm = J.prm
+    cdef pw_gemm_params first, later
+    cdef Py_ssize_t u = u0, g, p0, p1, pb, pe, m, ncols, mr_, k0, kb
+    cdef Py_ssize_t kc = J.kc if valid else 0
+    cdef const real *a
+    cdef const real *r
+    cdef const real *pk
+    cdef real *c
+    cdef bint last
+    prm.panel_stride = J.ps
+    prm.c_rs = c_rs
+    prm.r_rs = c_rs
+    while u < u1:
+        g = u // J.ppg
+        p0 = u % J.ppg
+        p1 = imin(J.ppg, p0 + (u1 - u))
+        pb = p0
+        while pb < p1:
+            pe = imin(p1, pb + J.pblock)
+            ncols = imin(J.ncg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+            pk = packed + g * J.gs + pb * J.ps
+            k0 = 0
+            while True:
+                kb = imin(J.kblock, kc - k0)
+                last = k0 + kb >= kc
+                first = prm
+                first.kc = kb
+                first.clamp = prm.clamp if last else 0
+                later = first
+                later.b_ks = J.nr            # packed rows, read past the head
+                m = 0
+                while m < rows:
+                    mr_ = imin(J.mr, rows - m)
+                    a = A + a_off + m * a_rs + g * J.a_goff + k0 if valid else NULL
+                    first.a_rs = later.a_rs = a_rs
+                    if J.masked and valid:
+                        mask_rows(scratch, kb, a, a_rs, mr_, kb,
+                                  M + a_off + m * a_rs + g * J.a_goff + k0,
+                                  J.mlo, J.mhi, NULL, NULL)
+                        a = scratch
+                        first.a_rs = later.a_rs = kb
+                    c = C + c_off + m * c_rs + g * J.c_goff + pb * <Py_ssize_t>J.nr
+                    if J.prefetch_a and valid and pb == p0 and m + mr_ < rows \
+                            and kb >= PREFETCH_A_MIN_DEPTH:
+                        pw_prefetch_rows(A + a_off + (m + mr_) * a_rs + g * J.a_goff + k0,
+                                         imin(J.mr, rows - m - mr_), kb * sizeof(real),
+                                         a_rs * sizeof(real))
+                    if k0 == 0:
+                        r = R + (c - C) if R != NULL else NULL
+                        if J.prefetch_r and m + mr_ < rows:
+                            pw_prefetch_rows(r + mr_ * c_rs, imin(J.mr, rows - m - mr_),
+                                             ncols * sizeof(real), c_rs * sizeof(real))
+                        gemm(mr_, ncols, a, pk, c, NULL, r, &first)
+                    else:
+                        gemm(mr_, ncols, a, pk + (1 + k0) * <Py_ssize_t>J.nr, c,
+                             NULL, c, &later)
+                    m += mr_
+                k0 += kb
+                if k0 >= kc:
+                    break
+            pb = pe
+        u += p1 - p0
+
+
+cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
+                    const real *R, const real *M, const real *packed,
+                    int *failed) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
+    cdef Py_ssize_t u0 = s * J.units // J.nsplit, u1 = (s + 1) * J.units // J.nsplit
+    cdef Py_ssize_t row0, rows, n, oh, ih, op, ip, lo_, hi_, a_rs, c_rs, ntiles
+    cdef real *scratch = NULL
+    if J.masked:
+        scratch = <real *>pw_scratch(J.mr * J.kc * sizeof(real) + 64)
+        if scratch == NULL:
+            failed[0] = 1
+            return
+    if g.simple:
+        # Item `it` takes an equal share of the row tiles (within one tile).
+        ntiles = cdiv(g.n * g.h * g.w, J.mr)
+        row0 = (it * ntiles // J.nmchunks) * J.mr
+        rows = imin(((it + 1) * ntiles // J.nmchunks) * J.mr, g.n * g.h * g.w) - row0
+        nhwc_rows(J, A, C, R, M, packed, row0 * J.a_pix, row0 * J.c_pix,
+                  J.a_pix, J.c_pix, rows, u0, u1, True, scratch)
+        return
+    n = it // g.ho
+    oh = it % g.ho
+    ih = oh * g.sh - g.pt
+    op = it * g.wo                      # first output pixel of this row
+    if ih < 0 or ih >= g.h:
+        if J.border:
+            nhwc_rows(J, A, C, R, M, packed, 0, op * J.c_pix, 0, J.c_pix,
+                      g.wo, u0, u1, False, scratch)
+        return
+    # Output columns [lo_, hi_) read input columns ow*sw - pl inside [0, w).
+    lo_ = imin(g.wo, cdiv(g.pl, g.sw))
+    hi_ = imax(lo_, imin(g.wo, (g.w - 1 + g.pl) // g.sw + 1))
+    if J.border and lo_ > 0:
+        nhwc_rows(J, A, C, R, M, packed, 0, op * J.c_pix, 0, J.c_pix,
+                  lo_, u0, u1, False, scratch)
+    if J.border and hi_ < g.wo:
+        nhwc_rows(J, A, C, R, M, packed, 0, (op + hi_) * J.c_pix, 0, J.c_pix,
+                  g.wo - hi_, u0, u1, False, scratch)
+    if hi_ > lo_:
+        ip = (n * g.h + ih) * g.w + lo_ * g.sw - g.pl
+        a_rs = J.a_pix * (g.sw if J.a_at_input else 1)
+        c_rs = J.c_pix * (g.sw if J.c_at_input else 1)
+        nhwc_rows(J, A, C, R, M, packed,
+                  (ip if J.a_at_input else op + lo_) * J.a_pix,
+                  (ip if J.c_at_input else op + lo_) * J.c_pix,
+                  a_rs, c_rs, hi_ - lo_, u0, u1, True, scratch)
+
+
+cdef void nhwc_tiling(NhwcJob *J, real *dummy) noexcept nogil:
+    """The tile, panel and block sizes of J's GEMM."""
+    J.mr = tile_mr(dummy)
+    J.nr = tile_nr(dummy)
+    J.ps = pw_panel_stride(J.kc, J.nr)
+    J.ppg = cdiv(J.ncg, J.nr)
+    J.gs = J.ppg * J.ps
+    J.kblock = KBLOCK_BYTES // sizeof(real)
+    J.pblock = imax(1, L2_BLOCK_BYTES // (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
+    J.units = J.ppg * J.g.groups
+    J.prefetch_a = (J.g.n * (J.g.h * J.g.w if J.a_at_input else J.g.ho * J.g.wo)
+                    * J.a_pix * sizeof(real) > PREFETCH_A_MIN_BYTES)
+
+
+cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
+                  const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
+    cdef const Geom *g = &J.g
+    cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, item, per_thread
+    cdef double flops = 2.0 * mtot * J.kc * J.ncg * g.groups
+    cdef int failed = 0, team
+    nhwc_tiling(J, C)
+    # A residual too large to stay in L2 between calls is read from L3 or
+    # memory, and the kernel only needs it in its epilogue, too late for the
+    # hardware prefetchers to have it there on short-K layers: each row tile
+    # asks for the next one's residual rows first (on a cold 112x112x96
+    # residual, about half of its extra cost).
+    J.prefetch_r = R != NULL and mtot * J.ncg * g.groups * sizeof(real) > 2 * L2_BLOCK_BYTES
+    # Split pixels when each thread gets enough row tiles to amortise its
+    # walk over the weights; otherwise (7x7, 14x14 maps) split the columns so
+    # each thread streams only its share of the weights.
+    J.nsplit = 1
+    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads:
+        J.nsplit = imin(J.units, nthreads)
+    if g.simple:
+        # NHWC_SHARES equal shares of the row tiles per thread, taken from a
+        # dynamic schedule.  With the columns split too, only as many row
+        # shares as still needed.
+        if J.nsplit > 1:
+            J.nmchunks = imax(1, imin(cdiv(mtot, J.mr), cdiv(nthreads, J.nsplit)))
+        else:
+            per_thread = NHWC_SHARES
+            if nthreads == 1 or J.kc * J.ncg * g.groups * sizeof(real) > L2_BLOCK_BYTES:
+                per_thread = 1
+            J.nmchunks = imax(1, imin(cdiv(mtot, J.mr), per_thread * nthreads))
+        rowitems = J.nmchunks
+    else:
+        rowitems = g.n * g.ho
+    items = rowitems * J.nsplit
+    team = plan_threads(nthreads, flops, items)
+    # A residual in its own buffer leaves C write-only too (in place, the
+    # call reads C).  relu6 + residual, 1 thread, in-process A/B: 16->96 at
+    # 4x112x112 (18 MB out) 5% faster, at 8x112x112 12%; with a pass over
+    # the output after it, 2% and 8%.
+    J.prm.stream = (R != C and J.kc <= J.kblock and
+                    mtot * J.c_pix * sizeof(real) >= STREAM_MIN_BYTES)
+    if team == 1:
+        for item in range(items):
+            nhwc_item(J, item, A, C, R, M, packed, &failed)
+            end_streamed_item(&J.prm)
+    else:
+        for item in prange(items, schedule='dynamic', num_threads=team):
+            nhwc_item(J, item, A, C, R, M, packed, &failed)
+            end_streamed_item(&J.prm)
+    return failed

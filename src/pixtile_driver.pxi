@@ -1,0 +1,171 @@
+# Included by _core.pyx (one module, so the fused type, the typed helpers
+# and the geometry are shared): the NCHW pixel-tile driver.
+
+# ----------------------------------------------- NCHW pixel-tile driver
+#
+# Small NCHW planes make short GEMM rows for the plane driver: a 7x7 plane is
+# 49 columns, three panels of 16 and a ragged fourth, so a quarter of its
+# arithmetic lands on padding, and deep GEMMs pack B on every call.  Here a
+# block of pixels takes the NHWC roles instead: its values are regrouped
+# into A tiles (each channel's MR pixels side by side; grad output masked by
+# the activation on the way), run against NHWC panels (forward: weights,
+# bias in the head; grad input: transposed weights), and the C block is
+# transposed into the output planes.  Only per-block copies, never a
+# whole-tensor transpose.  Used for groups == 1, stride 1, no padding, small
+# planes (nchw_pixel_tiles), where the caller passes the panels.
+
+cdef Py_ssize_t PIXEL_MAX_PLANE = 64
+# A block's regrouped pixels and its C rows stay in L2 while the panel
+# blocks stream past (C is then transposed out of L2, not memory).
+cdef size_t PIXEL_BLOCK_BYTES = 160 * 1024
+
+
+cdef inline bint pixtile_shape(Py_ssize_t groups, Py_ssize_t plane) noexcept nogil:
+    return groups == 1 and plane <= PIXEL_MAX_PLANE
+
+
+def fuse_grad_input(bint nhwc, Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t ng):
+    """Whether an unstrided, unpadded backward pass computes grad input
+    inside the grad-weight sweep (grad_weight_bias's grad_in): always in
+    NHWC; in NCHW off pixel tiles and up to NCHW_DIRECT_MAX_DEPTH output
+    channels per group, where its B (grad output rows in place) reads well.
+    In-process A/B, MobileNetV2 b4, 1 thread: NCHW backward 3-19% faster
+    on 16->96 to 96->24 at 112x112 and 56x56, 22% with relu6 on 16->96;
+    5-10% slower on 64->384 and 96->576 at 14x14 without a mask."""
+    return nhwc or (not pixtile_shape(groups, plane) and ng <= NCHW_DIRECT_MAX_DEPTH)
+
+
+def nchw_pixel_tiles(Py_ssize_t groups, Py_ssize_t plane):
+    """Whether an unstrided, unpadded NCHW pass with these groups and
+    plane size runs on pixel tiles (and so wants NHWC panels)."""
+    return pixtile_shape(groups, plane)
+
+
+cdef struct PixTileJob:
+    Py_ssize_t n, plane
+    Py_ssize_t kc, ncol           # depth (A's planes), columns (C's planes)
+    bint masked                   # A zeroed where M is outside (mlo, mhi)
+    double mlo, mhi
+    size_t mr, nr, ps
+    Py_ssize_t ppg, pblock        # panels, panels per L2 block
+    Py_ssize_t block, nblocks     # pixels per block, blocks per image
+    Py_ssize_t nsplit             # pieces the panels are cut into
+    pw_gemm_params prm
+
+
+cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real *C,
+                       const real *R, const real *M, const real *packed,
+                       int *failed) noexcept nogil:
+    cdef Py_ssize_t plane = J.plane
+    cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
+    cdef Py_ssize_t n = it // J.nblocks, p0 = (it % J.nblocks) * J.block
+    cdef Py_ssize_t rows = imin(J.block, plane - p0)
+    cdef Py_ssize_t u0 = s * J.ppg // J.nsplit, u1 = (s + 1) * J.ppg // J.nsplit
+    cdef Py_ssize_t col0 = u0 * <Py_ssize_t>J.nr
+    cdef Py_ssize_t cols = imin(J.ncol, u1 * <Py_ssize_t>J.nr) - col0
+    cdef Py_ssize_t cw = (u1 - u0) * <Py_ssize_t>J.nr   # C block row stride
+    cdef Py_ssize_t ntiles = cdiv(rows, J.mr), t, pb, pe, ncols
+    cdef Py_ssize_t a_off = n * J.kc * plane + p0
+    cdef size_t a_bytes = ntiles * J.mr * J.kc * sizeof(real)
+    cdef char *buf
+    cdef real *at
+    cdef real *ct
+    cdef real *c
+    cdef real *dst
+    cdef pw_gemm_params prm = J.prm
+    if rows <= 0 or cols <= 0:
+        return
+    buf = <char *>pw_scratch(a_bytes + rows * cw * sizeof(real) + 128)
+    if buf == NULL:
+        failed[0] = 1
+        return
+    at = <real *>buf
+    ct = <real *>(buf + a_bytes + 64)
+    dst = C + (n * J.ncol + col0) * plane + p0
+    # Tile t holds A[i][k] at t*kc*MR + k*MR + i.
+    gather_tiles(at, J.mr, A + a_off, plane, J.kc, rows,
+                 M + a_off if J.masked else NULL, J.mlo, J.mhi)
+    # With a residual, the kernel stops at conv + bias and the move out to
+    # the planes adds the residual and clamps, reading it in the order the
+    # output is written: transposing it in beside C first, for the kernel,
+    # made fused 7x7 layers 15% slower than plain ones.
+    if R != NULL:
+        prm.clamp = 0
+    prm.c_rs = cw
+    pb = u0
+    while pb < u1:
+        pe = imin(u1, pb + J.pblock)
+        ncols = imin(J.ncol, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
+        for t in range(ntiles):
+            c = ct + t * <Py_ssize_t>J.mr * cw + (pb - u0) * <Py_ssize_t>J.nr
+            gemm(imin(J.mr, rows - t * <Py_ssize_t>J.mr), ncols,
+                 at + t * J.kc * <Py_ssize_t>J.mr, packed + pb * J.ps, c, NULL,
+                 NULL, &prm)
+        pb = pe
+    if R != NULL:
+        transpose(dst, plane, ct, cw, rows, cols, R + (dst - C), plane, J.prm.clamp,
+                  J.prm.lo, J.prm.hi)
+    else:
+        transpose(dst, plane, ct, cw, rows, cols, NULL, 0, 0, 0, 0)
+
+
+cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
+    """Planes of at most PIXEL_MAX_PLANE pixels, where the plane driver's
+    padded panels cost most.  On 14x14 (196 pixels, 6% padding) the
+    regrouping and the output transpose cost more than they save:
+    MobileNetV2's 14x14 layers ran 5-30% slower this way (interleaved A/B,
+    one thread), its 7x7 layers 3-10% faster."""
+    return panels != NULL and g.simple and pixtile_shape(g.groups, g.h * g.w)
+
+
+cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
+                     const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
+    cdef Py_ssize_t plane = J.plane, mtot = J.n * plane, items, item, ntiles
+    cdef double flops = 2.0 * mtot * J.kc * J.ncol
+    cdef int failed = 0, team
+    J.mr = tile_mr(C)
+    J.nr = tile_nr(C)
+    J.ps = pw_panel_stride(J.kc, J.nr)
+    J.ppg = cdiv(J.ncol, J.nr)
+    J.pblock = imax(1, L2_BLOCK_BYTES // (J.kc * J.nr * sizeof(real) + 1))
+    J.prm.kc = J.kc
+    J.prm.panel_stride = J.ps
+    J.prm.a_rs = 1
+    J.prm.a_ks = J.mr
+    J.prm.b_ks = 0
+    # As the NHWC driver: few pixels per thread split the panels instead.
+    J.nsplit = 1
+    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads:
+        J.nsplit = imin(J.ppg, nthreads)
+    ntiles = cdiv(plane, J.mr)
+    # Every block streams all the weights: past an L2 block of them, one
+    # block per image (per thread), as the NHWC driver does with its shares.
+    if J.kc * J.ncol * sizeof(real) > L2_BLOCK_BYTES:
+        J.nblocks = 1
+    else:
+        J.nblocks = cdiv(plane, imax(<Py_ssize_t>J.mr,
+                                     PIXEL_BLOCK_BYTES // ((J.kc + J.ncol) * sizeof(real))))
+    if nthreads > 1 and J.nsplit == 1:
+        J.nblocks = imax(J.nblocks, cdiv(2 * nthreads, J.n))
+    J.nblocks = imin(J.nblocks, ntiles)
+    J.block = J.mr * cdiv(ntiles, J.nblocks)
+    J.nblocks = cdiv(plane, J.block)
+    items = J.n * J.nblocks * J.nsplit
+    team = plan_threads(nthreads, flops, items)
+    if team == 1:
+        for item in range(items):
+            pixtile_item(J, item, A, C, R, M, packed, &failed)
+    else:
+        for item in prange(items, schedule='dynamic', num_threads=team):
+            pixtile_item(J, item, A, C, R, M, packed, &failed)
+    return failed
+
+
+cdef void pixtile_job(PixTileJob *P, const Geom *g, bint grad_input) noexcept nogil:
+    """Forward reads C_in planes of x into C_out planes; grad input C_out
+    planes of grad output into C_in planes."""
+    memset(P, 0, sizeof(P[0]))
+    P.n = g.n
+    P.plane = g.h * g.w
+    P.kc = g.cout if grad_input else g.cin
+    P.ncol = g.cin if grad_input else g.cout
