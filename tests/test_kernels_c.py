@@ -1,6 +1,7 @@
 """Build tests/c/check_gemm.c against each microkernel family and run it;
-build tests/c/check_sums.c (grad bias sums, grad weight's A regrouping)
-natively and for AArch64 and run it.
+build tests/c/check_sums.c (grad bias sums, grad weight's A regrouping) and
+tests/c/check_transpose.c (the pixel-tile move out to the planes) natively
+and for AArch64 and run them.
 
 The C checker sweeps every remainder case of the pw_kernels.h contract
 (rows, columns, depths, epilogue variants, strides, packed and direct B,
@@ -136,33 +137,38 @@ def test_neon_file_compiles_natively(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-SUMS = os.path.join(ROOT, "tests", "c", "check_sums.c")
-SUMS_OK = re.compile(r"check_sums: OK, (\d+) cases")
+# The hand-vectorised helpers, each checker against the one file it tests:
+# grad bias sums and grad weight's A regrouping (pw_pack.c), the pixel-tile
+# move out to the planes and dW^T into dW (pw_transpose.c).
+HELPER_CHECKS = [("check_sums", "pw_pack.c"), ("check_transpose", "pw_transpose.c")]
 
 
-def _check_sums(cc, exe, runner=(), extra=()):
-    cmd = [cc, *CFLAGS, *extra, "-I" + SRC, SUMS, os.path.join(SRC, "pw_pack.c"),
-           "-o", str(exe), "-lm"]
+def _check_helper(name, source, cc, exe, runner=(), extra=()):
+    cmd = [cc, *CFLAGS, *extra, "-I" + SRC, os.path.join(ROOT, "tests", "c", name + ".c"),
+           os.path.join(SRC, source), "-o", str(exe), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, " ".join(cmd) + "\n" + proc.stdout + proc.stderr
     proc = subprocess.run([*runner, str(exe)], capture_output=True, text=True,
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    m = SUMS_OK.search(proc.stdout)
+    m = re.search(name + r": OK, (\d+) cases", proc.stdout)
     assert m and int(m.group(1)) > 1000, out
 
 
-def test_sums_native(tmp_path):
-    """The hand-vectorised sums and copies as the host builds them (on x86,
-    the loader picks the AVX2 clone where the CPU has it)."""
+@pytest.mark.parametrize("name, source", HELPER_CHECKS, ids=[c for c, _ in HELPER_CHECKS])
+def test_helpers_native(tmp_path, name, source):
+    """The hand-vectorised helpers as the host builds them (on x86, the
+    loader picks the AVX2 clone where the CPU has it)."""
     cc = _compiler()
     if cc is None:
         pytest.skip("no C compiler (gcc/cc) on PATH")
-    _check_sums(cc, tmp_path / "check_sums")
+    _check_helper(name, source, cc, tmp_path / name)
 
 
-def test_sums_neon_qemu(tmp_path):
+@pytest.mark.parametrize("name, source", HELPER_CHECKS, ids=[c for c, _ in HELPER_CHECKS])
+def test_helpers_neon_qemu(tmp_path, name, source):
     """The same code built for AArch64, where the vectors are NEON's."""
     cross, qemu = _aarch64_tools()
-    _check_sums(cross, tmp_path / "check_sums_a64", runner=(qemu,), extra=("-static",))
+    _check_helper(name, source, cross, tmp_path / (name + "_a64"), runner=(qemu,),
+                  extra=("-static",))

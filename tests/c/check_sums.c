@@ -18,16 +18,7 @@
 #include <string.h>
 
 #include "pw_pack.h"
-
-static unsigned long long rng = 88172645463325252ULL;
-
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
-}
+#include "check_rand.h"
 
 static long cases;
 
