@@ -370,16 +370,23 @@ def forward(object x, object wpacked, object weight, object bias,
     with the bias in the head); NCHW reads `weight` (C_out, C_in/g) and
     `bias` directly."""
     cdef Geom g = make_geom(x, out, nhwc, sh, sw, pt, pl, groups)
+    cdef void *px = data(x)
+    cdef void *ppk = data(wpacked)
+    cdef void *pw = data(weight)
+    cdef void *pb = data(bias)
+    cdef void *pr = data(residual)
+    cdef void *po = data(out)
+    cdef int failed
+    # The caller's references keep every array alive while the GIL is out.
     if is_f32(x):
-        failed = _forward(&g, <float *>data(x), <float *>data(wpacked),
-                          <float *>data(weight), <float *>data(bias),
-                          <float *>data(residual), <float *>data(out), nhwc,
-                          clamp, lo, hi, nthreads)
+        with nogil:
+            failed = _forward(&g, <float *>px, <float *>ppk, <float *>pw, <float *>pb,
+                              <float *>pr, <float *>po, nhwc, clamp, lo, hi, nthreads)
     else:
-        failed = _forward(&g, <double *>data(x), <double *>data(wpacked),
-                          <double *>data(weight), <double *>data(bias),
-                          <double *>data(residual), <double *>data(out), nhwc,
-                          clamp, lo, hi, nthreads)
+        with nogil:
+            failed = _forward(&g, <double *>px, <double *>ppk, <double *>pw,
+                              <double *>pb, <double *>pr, <double *>po, nhwc, clamp,
+                              lo, hi, nthreads)
     if failed:
         raise MemoryError("pwconv: out of memory for per-thread scratch")
     return out
@@ -449,14 +456,22 @@ def grad_input(object grad_out, object wpacked_t, object weight_t,
     is strided or padded (pixels no output reads get no gradient)."""
     cdef Geom g = make_geom(grad_in, grad_out, nhwc, sh, sw, pt,
                             pl, groups)
+    cdef void *pg = data(grad_out)
+    cdef void *ppk = data(wpacked_t)
+    cdef void *pwt = data(weight_t)
+    cdef void *po = data(output)
+    cdef void *pgi = data(grad_in)
+    cdef int failed
     if is_f32(grad_out):
-        failed = _grad_input(&g, <float *>data(grad_out), <float *>data(wpacked_t),
-                             <float *>data(weight_t), <float *>data(output),
-                             <float *>data(grad_in), nhwc, masked, lo, hi, nthreads)
+        with nogil:
+            failed = _grad_input(&g, <float *>pg, <float *>ppk, <float *>pwt,
+                                 <float *>po, <float *>pgi, nhwc, masked, lo, hi,
+                                 nthreads)
     else:
-        failed = _grad_input(&g, <double *>data(grad_out), <double *>data(wpacked_t),
-                             <double *>data(weight_t), <double *>data(output),
-                             <double *>data(grad_in), nhwc, masked, lo, hi, nthreads)
+        with nogil:
+            failed = _grad_input(&g, <double *>pg, <double *>ppk, <double *>pwt,
+                                 <double *>po, <double *>pgi, nhwc, masked, lo, hi,
+                                 nthreads)
     if failed == 2:
         raise RuntimeError("pwconv internal error: NCHW grad input got NHWC panels "
                            "for a geometry that does not run on pixel tiles")

@@ -496,17 +496,23 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
         # Every thread's first chunk overwrites its whole partial (no R).
         partials = np.empty((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
     bsums = np.zeros((J.team, g.cout), dtype=np.float64)
+    cdef void *pg = data(grad_out)
+    cdef void *px = data(x)
+    cdef void *po = data(output)
+    cdef void *pp = data(partials)
+    cdef double *pbs = <double *>data(bsums)
+    cdef void *pgi = data(grad_in)
+    cdef void *ppk = data(wpacked_t)
+    cdef int failed = 0
     if J.nchunks:
         if is_f32(x):
-            failed = _dw_run(&J, <float *>data(grad_out), <float *>data(x),
-                             <float *>data(output), <float *>data(partials),
-                             <double *>data(bsums), <float *>data(grad_in),
-                             <float *>data(wpacked_t))
+            with nogil:
+                failed = _dw_run(&J, <float *>pg, <float *>px, <float *>po,
+                                 <float *>pp, pbs, <float *>pgi, <float *>ppk)
         else:
-            failed = _dw_run(&J, <double *>data(grad_out), <double *>data(x),
-                             <double *>data(output), <double *>data(partials),
-                             <double *>data(bsums), <double *>data(grad_in),
-                             <double *>data(wpacked_t))
+            with nogil:
+                failed = _dw_run(&J, <double *>pg, <double *>px, <double *>po,
+                                 <double *>pp, pbs, <double *>pgi, <double *>ppk)
         if failed:
             raise MemoryError("pwconv: out of memory for per-thread scratch")
     if gw is not None and J.nchunks == 0:

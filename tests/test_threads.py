@@ -1,6 +1,8 @@
 """Determinism, thread counts, concurrent callers and runtime configuration."""
 
 import textwrap
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -239,6 +241,54 @@ def test_concurrent_python_threads():
                 assert_close(a, e, k=k)
             assert_close(dx_layer, expected[0], k=c_out // kw["groups"])
             np.testing.assert_array_equal(y, results[0][0])
+
+
+@pytest.mark.parametrize("which", ["forward", "grad_input", "grad_weight"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gil_is_released_while_computing(which, layout):
+    # A pure-Python thread keeps stamping the clock while one long call
+    # runs.  Holding the GIL through the compiled work would stop it for the
+    # whole call: its longest silence inside the call would be nearly all of
+    # the call.  This checks that other Python threads run meanwhile, not
+    # how fast anything is.
+    rng = np.random.default_rng(5)
+    c, hw = 512, 64
+    shape = (1, c, hw, hw) if layout == "NCHW" else (1, hw, hw, c)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((c, c)).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    kw = dict(layout=layout, num_threads=1)
+    calls = {
+        "forward": lambda: pwconv.pointwise_conv2d(x, w, **kw),
+        "grad_input": lambda: pwconv.pointwise_conv2d_backward(
+            g, x, w, output_mask=(True, False, False), **kw),
+        "grad_weight": lambda: pwconv.pointwise_conv2d_backward(
+            g, x, w, output_mask=(False, True, True), **kw),
+    }
+    call = calls[which]
+    call()                       # first-call setup outside the window
+    stamps, stop = [], threading.Event()
+
+    def stamp():
+        while not stop.is_set():
+            stamps.append(time.perf_counter())
+
+    spinner = threading.Thread(target=stamp)
+    spinner.start()
+    try:
+        while not stamps:
+            time.sleep(0.001)
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+    finally:
+        stop.set()
+        spinner.join()
+    inside = [t0] + [s for s in stamps if t0 < s < t1] + [t1]
+    longest = max(b - a for a, b in zip(inside, inside[1:]))
+    assert longest < 0.5 * (t1 - t0), (
+        f"no other Python thread ran for {longest * 1e3:.1f} ms of a "
+        f"{(t1 - t0) * 1e3:.1f} ms {which} call: the GIL was held")
 
 
 # --------------------------------------------------------------------------
