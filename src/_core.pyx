@@ -68,6 +68,8 @@ cdef Py_ssize_t MASK_ONCE_BYTES = 256 * 1024
 # Grad weight packs NHWC input rows once this many output channels (row
 # tiles of the GEMM) reuse them; measured on MobileNetV2 shapes.
 cdef Py_ssize_t DW_PACK_MIN_ROWS = 64
+# Row tiles of dW each thread must get to own them (see own_rows).
+cdef Py_ssize_t OWN_MIN_TILES = 4
 # Flops each thread of a team must get (about 10 us of one core).
 cdef double MIN_PARALLEL_FLOPS = 1e6
 # NCHW B planes are read in place only for GEMMs at most this deep.  In an

@@ -5,9 +5,12 @@
 #
 # dW[co, ci] = sum over output pixels q of g(dY)[q, co] * X[in(q), ci]: a
 # GEMM with rows co, columns ci and the pixels as its depth.  Pixels are cut
-# into chunks; thread t owns a fixed, contiguous run of chunks and its own
-# partial dW, and the partials are summed in thread order afterwards, so the
-# result depends on the thread count but never on scheduling.
+# into chunks.  Where dW is large beside the pixels, each thread owns whole
+# row tiles of dW and reduces every chunk into them (own_rows: the result
+# does not depend on the thread count).  Otherwise thread t owns a fixed,
+# contiguous run of chunks and its own partial dW, and the partials are
+# summed in thread order afterwards, so the result depends on the thread
+# count but never on scheduling.
 
 cdef struct DwJob:
     Geom g
@@ -18,6 +21,7 @@ cdef struct DwJob:
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
     bint direct_b     # NHWC input read in place as B (see DW_PACK_MIN_ROWS)
+    bint own_rows     # each thread owns whole row tiles of dW over all pixels
     bint fuse_gx      # pixels in place: each chunk's grad input is computed
     NhwcJob gx        # here too, while its grad output is hot (gx: NHWC's
                       # driver job; NCHW uses dw_nchw_grad_input)
@@ -34,7 +38,8 @@ cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps
 
 cdef void dw_swapped_chunk(const DwJob *J, const real *src, const real *a,
                            Py_ssize_t kq, Py_ssize_t grp, real *part, real *bp,
-                           bint first, const pw_gemm_params *prm) noexcept nogil:
+                           bint first, const pw_gemm_params *prm, Py_ssize_t rlo,
+                           Py_ssize_t rhi) noexcept nogil:
     """One chunk of NHWC grad weight with the operands swapped: dW^T's rows
     are input channels (A: the input's short rows read in place, a k step
     one pixel on), its columns output channels (B: grad output's rows read
@@ -42,9 +47,9 @@ cdef void dw_swapped_chunk(const DwJob *J, const real *src, const real *a,
     panel is packed into bp).  Packing every panel instead cost 6-12% of a
     backward pass on 16->96, 24->144 and 32->192 at batch 4 (in-process
     A/B, 1 thread): the packed copy was read by only ceil(C_in/MR) row
-    tiles."""
+    tiles.  Rows (input channels) [rlo, rhi) only."""
     cdef const Geom *g = &J.g
-    cdef Py_ssize_t nr = J.nr, full = (g.ng // nr) * nr, co = 0
+    cdef Py_ssize_t nr = J.nr, full = (g.ng // nr) * nr, co = rlo
     cdef real *c
     cdef pw_gemm_params dprm = prm[0]
     dprm.panel_stride = nr
@@ -52,13 +57,13 @@ cdef void dw_swapped_chunk(const DwJob *J, const real *src, const real *a,
     if g.ng > full:
         pack(bp, nr, J.ps, kq, g.ng - full, src + full, g.cout, 1, NULL, NULL,
              <real *>NULL, <real *>NULL, 0, 0)
-    while co < g.kg:
+    while co < rhi:
         c = part + (grp * g.kg + co) * g.ng
         if full:
-            gemm(imin(J.mr, g.kg - co), full, a + co, src, c, NULL,
+            gemm(imin(J.mr, rhi - co), full, a + co, src, c, NULL,
                  NULL if first else c, &dprm)
         if g.ng > full:
-            gemm(imin(J.mr, g.kg - co), g.ng - full, a + co, bp, c + full, NULL,
+            gemm(imin(J.mr, rhi - co), g.ng - full, a + co, bp, c + full, NULL,
                  NULL if first else c + full, prm)
         co += J.mr
 
@@ -116,6 +121,19 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef Py_ssize_t kca = J.chunk + 8   # masked A row stride, off 4 KB aliasing
     cdef real *part = partials + t * g.cout * g.kg
     cdef double *bs = bsums + t * g.cout
+    # The GEMM rows this thread computes: all of them over its own chunks,
+    # or (own_rows) its share of whole row tiles over every chunk, written
+    # straight into the one dW.  Sums over every channel of a chunk (the
+    # bias where rows are input channels) then fall to thread 0 alone.
+    cdef Py_ssize_t rlo = 0, rhi = g.kg if J.tmode else g.ng, own_tiles
+    cdef bint sums_all = J.want_b and (not J.own_rows or t == 0)
+    if J.own_rows:
+        own_tiles = cdiv(rhi, J.mr)
+        rlo = (t * own_tiles // J.team) * J.mr
+        rhi = imin(rhi, ((t + 1) * own_tiles // J.team) * J.mr)
+        c0 = 0
+        c1 = J.nchunks
+        part = partials
     # With a mask (NHWC, or NCHW with grad input fused): each chunk of grad
     # output is masked once into its own buffer (at most MASK_ONCE_BYTES),
     # which grad input and grad weight then both read as plain rows, as they
@@ -225,12 +243,12 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
             prm.kc = kq
             for grp in range(g.groups):
                 src = gsrc + grp * g.ng
-                if J.want_b and not mask_once:
+                if sums_all and not mask_once:
                     mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng, <real *>NULL,
                               0, 0, bs + grp * g.ng, NULL)
                 if J.want_w:
                     dw_swapped_chunk(J, src, x + (n * plane + q0) * g.cin + grp * g.kg,
-                                     kq, grp, part, bp, first, &prm)
+                                     kq, grp, part, bp, first, &prm, rlo, rhi)
             first = False
             continue
         if J.tmode:
@@ -242,7 +260,7 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                         pack(bp, J.nr, J.ps, kq, g.ng, mbuf + grp * g.ng * kca, 1, kca,
                              NULL, NULL, <real *>NULL, <real *>NULL, 0, 0)
                 else:
-                    if J.want_b:
+                    if sums_all:
                         mask_rows(<real *>NULL, 0, src, plane, g.ng, kq,
                                   output + (src - gout) if J.masked else NULL,
                                   J.mlo, J.mhi, NULL, bs + grp * g.ng)
@@ -257,10 +275,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 while pb < J.ppg:
                     pe = imin(J.ppg, pb + J.pblock)
                     ncols = imin(g.ng, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
-                    co = 0      # here: rows are input channels
-                    while co < g.kg:
+                    co = rlo    # here: rows are input channels
+                    while co < rhi:
                         c = part + (grp * g.kg + co) * g.ng + pb * <Py_ssize_t>J.nr
-                        gemm(imin(J.mr, g.kg - co), ncols, a + co * plane,
+                        gemm(imin(J.mr, rhi - co), ncols, a + co * plane,
                              bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
                         co += J.mr
                     pb = pe
@@ -284,13 +302,14 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 if g.cout * sizeof(real) <= 128:
                     # Short rows: in place, as in the swapped case above.
                     if J.want_b and not mask_once:
-                        mask_rows(<real *>NULL, 0, src, g.cout, kq, g.ng,
-                                  <real *>NULL, 0, 0, bs + grp * g.ng, NULL)
+                        mask_rows(<real *>NULL, 0, src + rlo, g.cout, kq, rhi - rlo,
+                                  <real *>NULL, 0, 0, bs + grp * g.ng + rlo, NULL)
                     a = src
                     prm.a_ks = g.cout
                 else:
-                    pack_a(at, J.mr, src, g.cout, kq, g.ng, <real *>NULL, 0, 0,
-                           bs + grp * g.ng if J.want_b and not mask_once else NULL)
+                    # Tile t of `at` holds rows rlo + t*MR onwards.
+                    pack_a(at, J.mr, src + rlo, g.cout, kq, rhi - rlo, <real *>NULL, 0, 0,
+                           bs + grp * g.ng + rlo if J.want_b and not mask_once else NULL)
                     a = at
                     prm.a_ks = J.mr
             else:
@@ -349,12 +368,12 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                          bsrc + pb * <Py_ssize_t>J.nr, g.cin, 1,
                          NULL if g.simple else koff, NULL, <real *>NULL,
                          <real *>NULL, 0, 0)
-                co = 0
-                while co < g.ng:
-                    a_tile = a + (co * kq if J.nhwc and a == at else co * prm.a_rs)
+                co = rlo
+                while co < rhi:
+                    a_tile = a + ((co - rlo) * kq if J.nhwc and a == at else co * prm.a_rs)
                     if pb == 0 and not J.nhwc and J.masked and not mask_once:
                         mask_rows(at + co * kca, kca, src + co * plane, plane,
-                                  imin(J.mr, g.ng - co), kq,
+                                  imin(J.mr, rhi - co), kq,
                                   output + (src - gout) + co * plane, J.mlo, J.mhi,
                                   NULL, bs + grp * g.ng + co if J.want_b else NULL)
                     c = part + (grp * g.ng + co) * g.kg + pb * <Py_ssize_t>J.nr
@@ -369,24 +388,24 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                             dprm.ahead = x_next + lo_b
                             dprm.ahead_rows = 1
                             dprm.ahead_row_bytes = hi_b - lo_b
-                        gemm(imin(J.mr, g.ng - co), ncols, a_tile,
+                        gemm(imin(J.mr, rhi - co), ncols, a_tile,
                              bsrc + pb * <Py_ssize_t>J.nr, c, NULL,
                              NULL if first else c, &dprm)
                         if pe * <Py_ssize_t>J.nr > full and tail:
                             c = c + ncols
-                            gemm(imin(J.mr, g.ng - co), tail, a_tile,
+                            gemm(imin(J.mr, rhi - co), tail, a_tile,
                                  bp, c, NULL, NULL if first else c, &prm)
                     elif direct:
-                        gemm(imin(J.mr, g.ng - co), tail, a_tile,
+                        gemm(imin(J.mr, rhi - co), tail, a_tile,
                              bp, c, NULL, NULL if first else c, &prm)
                     else:
-                        gemm(imin(J.mr, g.ng - co), ncols, a_tile,
+                        gemm(imin(J.mr, rhi - co), ncols, a_tile,
                              bp + pb * J.ps, c, NULL, NULL if first else c, &prm)
                     if pb == 0 and not J.nhwc and J.want_b and not J.masked:
                         # After the GEMM, which streamed these rows in from
                         # memory overlapped with its arithmetic: they are
                         # in L2 now, and the sum costs little.
-                        mask_rows(<real *>NULL, 0, a_tile, plane, imin(J.mr, g.ng - co),
+                        mask_rows(<real *>NULL, 0, a_tile, plane, imin(J.mr, rhi - co),
                                   kq, <real *>NULL, 0, 0, NULL, bs + grp * g.ng + co)
                     co += J.mr
                     ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
@@ -471,11 +490,31 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
             chunk = min(chunk, max(DW_CHUNK_DIRECT,
                                    MASK_ONCE_BYTES // (g.cout * x.dtype.itemsize)))
             chunk = max(nr, chunk // nr * nr)
+    flops = 2.0 * g.n * plane * g.cin * g.ng * (2 if J.fuse_gx else 1)
+    # Threads own whole row tiles of dW, each reducing every pixel straight
+    # into dW, when dW outweighs what that costs: every thread then reads
+    # (or packs) all of the B operand (bcols values a pixel) instead of its
+    # share, while private partials cost writing and summing team copies of
+    # dW.  A single image is then not cut into a chunk per thread, and the
+    # result does not depend on the thread count at all.  Measured
+    # (in-process A/B against partials, grad weight alone, 2 threads):
+    # 7x7 layers at batch 1 0.66 (512->2048) to 0.81 (960->160) of the time,
+    # at batch 4 0.94 (960->160) and at 16 0.95-0.97; 64->384 at 14x14 0.91;
+    # 3 threads, 960->160 7x7 0.66 (b1) and 0.88 (b4).  Where the rule
+    # declines (16->96 at 4x112x112), owning was 13% slower.  Not with grad
+    # input fused into the sweep (each chunk's grad input belongs to one
+    # thread), nor NHWC with a mask (masked once per chunk).
+    rows = g.kg if J.tmode else g.ng
+    bcols = g.ng if J.tmode else g.kg
+    team_own = plan_threads(nthreads, flops, cdiv(rows, mr) // OWN_MIN_TILES)
+    J.own_rows = (team_own > 1 and J.want_w and groups == 1 and not J.fuse_gx
+                  and not (masked and nhwc)
+                  and pixels * bcols * (team_own - 1) < g.cout * g.kg)
     # Equal chunks of at most `chunk` pixels per image; a single (tall)
-    # image gets a multiple of the thread count, so every thread reduces
-    # the same number of pixels.
+    # image split over partials gets a multiple of the thread count, so
+    # every thread reduces the same number of pixels.
     J.nchunks_img = (plane + chunk - 1) // chunk if plane else 0
-    if g.n == 1 and nthreads > 1 and J.nchunks_img:
+    if g.n == 1 and nthreads > 1 and J.nchunks_img and not J.own_rows:
         J.nchunks_img = min(plane, (J.nchunks_img + nthreads - 1) // nthreads * nthreads)
     J.chunk = (plane + J.nchunks_img - 1) // J.nchunks_img if plane else chunk
     if J.fuse_gx and not nhwc:
@@ -488,13 +527,16 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     J.ps = pw_panel_stride(J.chunk, J.nr)
     J.ppg = ((g.ng if J.tmode else g.kg) + J.nr - 1) // J.nr
     J.pblock = max(1, L2_BLOCK_BYTES // (J.ps * x.dtype.itemsize))
-    flops = 2.0 * g.n * plane * g.cin * g.ng * (2 if J.fuse_gx else 1)
-    J.team = plan_threads(nthreads, flops, J.nchunks) if J.nchunks else 1
-    if J.team == 1 and gw is not None and not J.tmode:
-        partials = gw.reshape(1, g.cout, g.kg)   # one thread writes in place
+    if J.own_rows:
+        J.team = team_own
+    else:
+        J.team = plan_threads(nthreads, flops, J.nchunks) if J.nchunks else 1
+    if (J.team == 1 or J.own_rows) and gw is not None and not J.tmode:
+        partials = gw.reshape(1, g.cout, g.kg)   # written in place
     else:
         # Every thread's first chunk overwrites its whole partial (no R).
-        partials = np.empty((J.team, g.cout, g.kg if J.want_w else 0), dtype=x.dtype)
+        partials = np.empty((1 if J.own_rows else J.team, g.cout,
+                             g.kg if J.want_w else 0), dtype=x.dtype)
     bsums = np.zeros((J.team, g.cout), dtype=np.float64)
     cdef void *pg = data(grad_out)
     cdef void *px = data(x)
@@ -518,8 +560,9 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     if gw is not None and J.nchunks == 0:
         gw[...] = 0
     elif gw is not None and J.tmode:
-        total = partials[0] if J.team == 1 else np.empty(partials.shape[1:], x.dtype)
-        if J.team > 1:
+        total = partials[0] if J.team == 1 or J.own_rows else np.empty(partials.shape[1:],
+                                                                       x.dtype)
+        if J.team > 1 and not J.own_rows:
             sum_partials_into(total, partials, J.team, nthreads)
         # Through pw_transpose: numpy's strided copy of dW^T took 7% of a
         # 960->160 7x7 NCHW backward pass at batch 4 (perf); in-process A/B,
@@ -529,7 +572,7 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
             transpose_groups(<float *>data(gw), <float *>data(total), groups, g.kg, g.ng)
         else:
             transpose_groups(<double *>data(gw), <double *>data(total), groups, g.kg, g.ng)
-    elif gw is not None and J.team > 1:
+    elif gw is not None and J.team > 1 and not J.own_rows:
         sum_partials_into(gw, partials, J.team, nthreads)
     if gb is not None:
         gb[...] = bsums.sum(axis=0)

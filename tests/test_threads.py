@@ -79,6 +79,49 @@ def test_thread_count_invariance(rng, dtype, layout, shape):
             np.testing.assert_allclose(a, b, rtol=rtol / 10, atol=atol / 10)
 
 
+# Weights that outweigh the pixels: each thread owns whole row tiles of dW
+# and reduces every pixel into them, so grad weight and grad bias come out
+# bitwise the same at any thread count (and grad bias is summed once per
+# channel, whichever thread owns it).  NCHW 960 -> 160 swaps the operands
+# (rows are input channels), 160 -> 960 does not; NHWC asks for grad weight
+# alone, since grad input fused into the sweep keeps the partials.
+OWNED_ROWS = [
+    # (layout, n, c_in, c_out, hw, activation, output_mask)
+    ("NCHW", 1, 960, 160, 7, "relu", (True, True, True)),
+    ("NCHW", 2, 160, 962, 7, None, (True, True, True)),
+    ("NHWC", 1, 160, 962, 7, None, (False, True, True)),
+    ("NHWC", 1, 203, 961, 5, None, (False, True, True)),
+]
+
+
+@pytest.mark.parametrize("config", OWNED_ROWS, ids=lambda c: "-".join(map(str, c[:5])))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_owned_weight_rows_do_not_depend_on_threads(rng, dtype, config):
+    layout, n, c_in, c_out, hw, act, mask = config
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in, c_out=c_out,
+                     h=hw, w=hw)
+    y = ref.forward(case["x"], case["weight"], case["bias"], layout=layout,
+                    activation=act).astype(dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+
+    def grads(num_threads):
+        return pwconv.pointwise_conv2d_backward(
+            g, case["x"], case["weight"], layout=layout, activation=act,
+            output=y if act else None, output_mask=mask, num_threads=num_threads)
+
+    one = grads(1)
+    expected = ref.backward(g, case["x"], case["weight"], layout=layout,
+                            activation=act, output=y if act else None)
+    pixels = n * hw * hw
+    assert_close(one[1], expected[1], k=pixels)
+    assert_close(one[2], expected[2], k=pixels)
+    for num_threads in (2, 3, 4):
+        many = grads(num_threads)
+        assert_bitwise(many[1:], one[1:])
+        if mask[0]:
+            assert_close(many[0], expected[0], k=c_out)
+
+
 # Shapes sized to reach the drivers' big-problem branches, with remainders
 # left in every dimension: small maps with wide weights (split over output
 # channels), weights too big for one L2 block, large maps split over pixels,
