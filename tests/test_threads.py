@@ -86,33 +86,36 @@ def test_thread_count_invariance(rng, dtype, layout, shape):
 # (rows are input channels), 160 -> 960 does not; NHWC asks for grad weight
 # alone, since grad input fused into the sweep keeps the partials.
 OWNED_ROWS = [
-    # (layout, n, c_in, c_out, hw, activation, output_mask)
-    ("NCHW", 1, 960, 160, 7, "relu", (True, True, True)),
-    ("NCHW", 2, 160, 962, 7, None, (True, True, True)),
-    ("NHWC", 1, 160, 962, 7, None, (False, True, True)),
-    ("NHWC", 1, 203, 961, 5, None, (False, True, True)),
+    # (layout, n, c_in, c_out, hw, stride, padding, activation, output_mask)
+    ("NCHW", 1, 960, 160, 7, 1, 0, "relu", (True, True, True)),
+    ("NCHW", 2, 160, 962, 7, 1, 0, None, (True, True, True)),
+    ("NCHW", 1, 300, 500, 7, 2, 1, "relu6", (True, True, True)),
+    ("NHWC", 1, 160, 962, 7, 1, 0, None, (False, True, True)),
+    ("NHWC", 1, 203, 961, 5, 1, 0, None, (False, True, True)),
+    ("NHWC", 2, 200, 400, 9, 2, 1, None, (True, True, True)),
 ]
 
 
-@pytest.mark.parametrize("config", OWNED_ROWS, ids=lambda c: "-".join(map(str, c[:5])))
+@pytest.mark.parametrize("config", OWNED_ROWS, ids=lambda c: "-".join(map(str, c[:7])))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_owned_weight_rows_do_not_depend_on_threads(rng, dtype, config):
-    layout, n, c_in, c_out, hw, act, mask = config
+    layout, n, c_in, c_out, hw, stride, padding, act, mask = config
+    kw = dict(layout=layout, stride=stride, padding=padding)
     case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in, c_out=c_out,
-                     h=hw, w=hw)
-    y = ref.forward(case["x"], case["weight"], case["bias"], layout=layout,
-                    activation=act).astype(dtype)
+                     h=hw, w=hw, stride=stride, padding=padding)
+    y = ref.forward(case["x"], case["weight"], case["bias"], activation=act,
+                    **kw).astype(dtype)
     g = rng.standard_normal(y.shape).astype(dtype)
 
     def grads(num_threads):
         return pwconv.pointwise_conv2d_backward(
-            g, case["x"], case["weight"], layout=layout, activation=act,
-            output=y if act else None, output_mask=mask, num_threads=num_threads)
+            g, case["x"], case["weight"], activation=act, output=y if act else None,
+            output_mask=mask, num_threads=num_threads, **kw)
 
     one = grads(1)
-    expected = ref.backward(g, case["x"], case["weight"], layout=layout,
-                            activation=act, output=y if act else None)
-    pixels = n * hw * hw
+    expected = ref.backward(g, case["x"], case["weight"], activation=act,
+                            output=y if act else None, **kw)
+    pixels = y.size // c_out
     assert_close(one[1], expected[1], k=pixels)
     assert_close(one[2], expected[2], k=pixels)
     for num_threads in (2, 3, 4):
