@@ -127,6 +127,12 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     # bias where rows are input channels) then fall to thread 0 alone.
     cdef Py_ssize_t rlo = 0, rhi = g.kg if J.tmode else g.ng, own_tiles
     cdef bint sums_all = J.want_b and (not J.own_rows or t == 0)
+    # Grad input fused into the sweep: each thread computes it for all the
+    # pixels of its own chunks, or (own_rows: every thread sees every chunk)
+    # for its share of each chunk's pixels, in whole tiles, so no pixel's
+    # grad input depends on the split.
+    cdef Py_ssize_t gx_lo, gx_hi
+    cdef Py_ssize_t gx_step = J.mr if J.nhwc else J.nr     # its rows, or its panels
     if J.own_rows:
         own_tiles = cdiv(rhi, J.mr)
         rlo = (t * own_tiles // J.team) * J.mr
@@ -204,6 +210,11 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         n = ci // J.nchunks_img
         q0 = (ci % J.nchunks_img) * J.chunk
         kq = imin(J.chunk, plane - q0)
+        gx_lo = 0
+        gx_hi = kq
+        if J.own_rows:
+            gx_lo = imin(kq, t * cdiv(kq, gx_step) // J.team * gx_step)
+            gx_hi = imin(kq, (t + 1) * cdiv(kq, gx_step) // J.team * gx_step)
         # NHWC input read in place as B comes from memory at the pace of
         # the chunk's first row tile; instead, every row tile asks for its
         # share of this thread's next chunk (contiguous rows) while its
@@ -226,8 +237,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     mask_rows(mbuf, kca, gsrc, plane, g.cout, kq, output + (gsrc - gout),
                               J.mlo, J.mhi, NULL, bs if J.want_b else NULL)
                     gsrc = mbuf
-                dw_nchw_grad_input(J, gsrc, kca if mask_once else plane, kq,
-                                   gin + n * g.cin * plane + q0, wpacked_t, gx_tail)
+                if gx_hi > gx_lo:
+                    dw_nchw_grad_input(J, gsrc + gx_lo, kca if mask_once else plane,
+                                       gx_hi - gx_lo, gin + n * g.cin * plane + q0 + gx_lo,
+                                       wpacked_t, gx_tail)
         else:
             gsrc = gout + (n * plane + q0) * g.cout
             if mask_once:
@@ -235,9 +248,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 mask_rows(mbuf, g.cout, gsrc, g.cout, kq, g.cout, output + (gsrc - gout),
                           J.mlo, J.mhi, bs if J.want_b else NULL, NULL)
                 gsrc = mbuf
-            if J.fuse_gx:
-                nhwc_rows(&J.gx, gsrc, gin, <real *>NULL, <real *>NULL, wpacked_t, 0,
-                          (n * plane + q0) * g.cin, g.cout, g.cin, kq, 0, J.gx.units,
+            if J.fuse_gx and gx_hi > gx_lo:
+                nhwc_rows(&J.gx, gsrc, gin, <real *>NULL, <real *>NULL, wpacked_t,
+                          gx_lo * g.cout, (n * plane + q0 + gx_lo) * g.cin, g.cout, g.cin,
+                          gx_hi - gx_lo, 0, J.gx.units,
                           True, <real *>NULL)
         if J.tmode and J.nhwc:
             prm.kc = kq
@@ -411,9 +425,10 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     ncols = imin(g.kg, pe * <Py_ssize_t>J.nr) - pb * <Py_ssize_t>J.nr
                 pb = pe
         first = False
-        if gx_last:
-            dw_nchw_grad_input(J, gout + n * g.cout * plane + q0, plane, kq,
-                               gin + n * g.cin * plane + q0, wpacked_t, gx_tail)
+        if gx_last and gx_hi > gx_lo:
+            dw_nchw_grad_input(J, gout + n * g.cout * plane + q0 + gx_lo, plane,
+                               gx_hi - gx_lo, gin + n * g.cin * plane + q0 + gx_lo,
+                               wpacked_t, gx_tail)
 
 
 def grad_weight_bias(object grad_out, object x, object output, object gw,
@@ -501,14 +516,18 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     # 7x7 layers at batch 1 0.66 (512->2048) to 0.81 (960->160) of the time,
     # at batch 4 0.94 (960->160) and at 16 0.95-0.97; 64->384 at 14x14 0.91;
     # 3 threads, 960->160 7x7 0.66 (b1) and 0.88 (b4).  Where the rule
-    # declines (16->96 at 4x112x112), owning was 13% slower.  Not with grad
-    # input fused into the sweep (each chunk's grad input belongs to one
-    # thread), nor NHWC with a mask (masked once per chunk).
+    # declines (16->96 at 4x112x112), owning was 13% slower.  With grad
+    # input fused into the sweep, each thread takes a share of every chunk's
+    # pixels for it; NHWC training step (forward + backward), 2 threads,
+    # against partials: 7x7 layers at batch 1 0.83-0.89, batch 4 0.91-0.94,
+    # batch 16 0.96, 64->384 at 14x14 0.91.  Not where a mask is applied
+    # once per chunk (NHWC, or fused NCHW, with an activation): every
+    # thread would mask every chunk.
     rows = g.kg if J.tmode else g.ng
     bcols = g.ng if J.tmode else g.kg
     team_own = plan_threads(nthreads, flops, cdiv(rows, mr) // OWN_MIN_TILES)
-    J.own_rows = (team_own > 1 and J.want_w and groups == 1 and not J.fuse_gx
-                  and not (masked and nhwc)
+    J.own_rows = (team_own > 1 and J.want_w and groups == 1
+                  and not (masked and (nhwc or J.fuse_gx))
                   and pixels * bcols * (team_own - 1) < g.cout * g.kg)
     # Equal chunks of at most `chunk` pixels per image; a single (tall)
     # image split over partials gets a multiple of the thread count, so

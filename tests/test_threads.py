@@ -83,8 +83,7 @@ def test_thread_count_invariance(rng, dtype, layout, shape):
 # and reduces every pixel into them, so grad weight and grad bias come out
 # bitwise the same at any thread count (and grad bias is summed once per
 # channel, whichever thread owns it).  NCHW 960 -> 160 swaps the operands
-# (rows are input channels), 160 -> 960 does not; NHWC asks for grad weight
-# alone, since grad input fused into the sweep keeps the partials.
+# (rows are input channels), 160 -> 960 does not.
 OWNED_ROWS = [
     # (layout, n, c_in, c_out, hw, stride, padding, activation, output_mask)
     ("NCHW", 1, 960, 160, 7, 1, 0, "relu", (True, True, True)),
@@ -93,6 +92,12 @@ OWNED_ROWS = [
     ("NHWC", 1, 160, 962, 7, 1, 0, None, (False, True, True)),
     ("NHWC", 1, 203, 961, 5, 1, 0, None, (False, True, True)),
     ("NHWC", 2, 200, 400, 9, 2, 1, None, (True, True, True)),
+    # Grad input fused into the sweep: each thread computes it for its share
+    # of every chunk's pixels.
+    ("NHWC", 1, 160, 962, 7, 1, 0, None, (True, True, True)),
+    ("NHWC", 2, 150, 700, 7, 1, 0, None, (True, True, True)),
+    ("NCHW", 1, 300, 250, 9, 1, 0, None, (True, True, True)),
+    ("NCHW", 2, 200, 256, 9, 1, 0, None, (True, True, True)),
 ]
 
 
