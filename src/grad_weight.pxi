@@ -20,7 +20,9 @@ cdef struct DwJob:
     double mlo, mhi
     size_t mr, nr, ps
     Py_ssize_t chunk, nchunks_img, nchunks, team, pblock, ppg
-    bint direct_b     # NHWC input read in place as B (see DW_PACK_MIN_ROWS)
+    bint direct_b     # NHWC B read in place, in L1-sized chunks: the input
+                      # rows, or grad output's with the operands swapped
+                      # (see DW_PACK_MIN_ROWS and dw_swapped_chunk)
     bint own_rows     # each thread owns whole row tiles of dW over all pixels
     bint fuse_gx      # pixels in place: each chunk's grad input is computed
     NhwcJob gx        # here too, while its grad output is hot (gx: NHWC's
