@@ -163,6 +163,14 @@ def pwconv_nhwc_beside_nchw(case, threads):
     return pwconv_forward(case, threads, layout="NHWC")
 
 
+def pwconv_one_thread_beside(case, threads):
+    """pwconv on one thread inside a multi-thread table, so its own n-thread
+    / 1-thread speedup is also measured side by side in one run, not only
+    across two tables run minutes apart (the bench leaves it out of
+    one-thread tables)."""
+    return pwconv_forward(case, 1)
+
+
 def numpy_forward(case, threads):
     # BLAS threads are process-wide (set_global_threads); the GEMM view of a
     # 1x1 conv is what a numpy user would write.
@@ -328,6 +336,7 @@ FORWARD = {  # name -> (builder, layouts, dtypes)
     "torch CL": (lambda c, t: torch_forward(c, t, channels_last=True),
                  ("NHWC",), ("float32", "float64")),
     "pwconv NHWC": (pwconv_nhwc_beside_nchw, ("NCHW",), ("float32",)),
+    "pwconv 1t": (pwconv_one_thread_beside, ("NHWC",), ("float32",)),
     "ORT": (ort_forward, ("NCHW",), ("float32",)),
     "XNNPACK": (litert_forward, ("NHWC",), ("float32",)),
 }
@@ -507,6 +516,8 @@ def torch_training(case, threads, channels_last=False):
 
 TRAINING = {  # name -> (builder, layouts)
     "pwconv": (pwconv_training, ("NCHW", "NHWC")),
+    # One thread beside a multi-thread table (see pwconv_one_thread_beside).
+    "pwconv 1t": (lambda c, t: pwconv_training(c, 1), ("NCHW", "NHWC")),
     "numpy": (numpy_training, ("NCHW", "NHWC")),
     "torch": (torch_training, ("NCHW",)),
     "torch CL": (lambda c, t: torch_training(c, t, channels_last=True), ("NHWC",)),
