@@ -83,6 +83,15 @@ cdef double MIN_PARALLEL_FLOPS = 1e6
 # projections (K = 384-960) 5-10% faster at batch 1 and 4, while the 112x112
 # and 56x56 ones (K <= 192) stayed 5-20% faster in place.
 cdef Py_ssize_t NCHW_DIRECT_MAX_DEPTH = 256
+# ... and only for at most this many C rows (6 row tiles of 6): each row
+# tile re-reads the strip's B rows, one line from each of K rows a plane
+# apart, where a packed copy is one contiguous run.  In-process A/B against
+# 96 rows, forward, order rotated: 16->96 at 112x112 (b1, b4) 4-6% faster
+# with 1 thread and 4-7% with 2, 64->64 at 56x56 7-10%, 96->64 at 4x28x28
+# 8-11%; 192->64 at 14x14 within 1% (1 thread).  Lowering it to 16 was
+# mixed (144->24 and 32->32 at 56x56 10% slower, 96->24 at 4x56x56 6%
+# faster).
+cdef Py_ssize_t NCHW_DIRECT_MAX_ROWS = 32
 
 
 # NHWC outputs past half the last-level cache (16 MB where the OS does not

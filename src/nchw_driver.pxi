@@ -42,10 +42,12 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     cdef Py_ssize_t grp, row, rend, mr_, j, jw, i, off, full, tail
     cdef Py_ssize_t *joff = NULL
     cdef bint scatter = J.grad_input and not g.simple
-    # B is contiguous along the strip's pixels unless it gathers through
-    # stride/padding or needs the activation mask: then whole panels are read
-    # in place (no copy) and only the ragged tail is packed.
-    cdef bint direct = not J.masked and (J.grad_input or g.simple) and rtot <= 96 and J.b_in_l1
+    # Where B's strip is contiguous (no stride or padding to gather through,
+    # no activation mask to apply) and few row tiles would reuse a packed
+    # copy (NCHW_DIRECT_MAX_ROWS), whole panels are read in place and only
+    # the ragged tail is packed.
+    cdef bint direct = (not J.masked and (J.grad_input or g.simple)
+                        and rtot <= NCHW_DIRECT_MAX_ROWS and J.b_in_l1)
     cdef size_t panels_bytes
     cdef char *buf
     cdef real *bp
