@@ -219,11 +219,12 @@ def run_backward(call, grad_output, x, output, mask, packs):
     plane = call.core_in[2] * call.core_in[3]   # NCHW's; NHWC decides without it
     # Small unstrided NCHW planes run grad input on pixel tiles, over NHWC
     # panels.
-    panels = nhwc or (call.identity and _core.nchw_pixel_tiles(groups, plane))
+    kg, ng = call.w2d.shape[1], call.c_out // groups
+    panels = nhwc or (call.identity and _core.nchw_pixel_tiles(groups, plane, kg, ng))
     # With pixels in place, grad input can ride along the grad-weight sweep,
     # so grad output is read from memory, and masked, once.
     fused = (call.identity and mask[0] and (mask[1] or mask[2])
-             and _core.fuse_grad_input(nhwc, groups, plane, call.c_out // groups))
+             and _core.fuse_grad_input(nhwc, groups, plane, kg, ng))
     if mask[0]:
         # Pixels that no output reads get a zero gradient.
         gx = aligned_array(call.in_shape, call.dtype, zero=not call.identity)

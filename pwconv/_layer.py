@@ -110,9 +110,8 @@ class PointwiseConv2d:
         # weights change; the forward one is made now, so the first call
         # does not pay for it.
         self._packs = {}
-        # NCHW layers use the same panels for small planes (groups 1).
-        if self.layout == "NHWC" or self.groups == 1:
-            self._packs["forward"] = pack_panels(self._weight, self.groups, bias=self._bias)
+        # NCHW layers use the same panels for small planes.
+        self._packs["forward"] = pack_panels(self._weight, self.groups, bias=self._bias)
 
     # -- passes ---------------------------------------------------------------
 

@@ -11,20 +11,32 @@
 # the activation on the way), run against NHWC panels (forward: weights,
 # bias in the head; grad input: transposed weights), and the C block is
 # transposed into the output planes.  Only per-block copies, never a
-# whole-tensor transpose.  Used for groups == 1, stride 1, no padding, small
-# planes (nchw_pixel_tiles), where the caller passes the panels.
+# whole-tensor transpose.  Used for stride 1, no padding, small planes and
+# one group or wide ones (nchw_pixel_tiles), where the caller passes the
+# panels.
 
 cdef Py_ssize_t PIXEL_MAX_PLANE = 64
+# Channels (in and out) each group needs for pixel tiles.  In-process A/B
+# against the plane driver, grouped 7x7 forward, order rotated, 1 thread:
+# 960 -> 960 in 3 groups 0.86 of the time (2 threads 0.80), 480 in 3 0.92,
+# 544 in 4 and 1088 in 8 0.94-0.97, 240 in 3 at batch 4 0.97 (training
+# step 0.92-0.98); but 32 channels a group 1.03, 24 1.21, 16 1.04-1.41,
+# 12 2.2, 1-4 2.2-2.4: each group's tiles, gather and transpose are then
+# too small to pay for themselves.
+cdef Py_ssize_t PIXEL_MIN_GROUP_CHANNELS = 64
 # A block's regrouped pixels and its C rows stay in L2 while the panel
 # blocks stream past (C is then transposed out of L2, not memory).
 cdef size_t PIXEL_BLOCK_BYTES = 160 * 1024
 
 
-cdef inline bint pixtile_shape(Py_ssize_t groups, Py_ssize_t plane) noexcept nogil:
-    return groups == 1 and plane <= PIXEL_MAX_PLANE
+cdef inline bint pixtile_shape(Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t kg,
+                               Py_ssize_t ng) noexcept nogil:
+    return plane <= PIXEL_MAX_PLANE and (
+        groups == 1 or imin(kg, ng) >= PIXEL_MIN_GROUP_CHANNELS)
 
 
-def fuse_grad_input(bint nhwc, Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t ng):
+def fuse_grad_input(bint nhwc, Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t kg,
+                    Py_ssize_t ng):
     """Whether an unstrided, unpadded backward pass computes grad input
     inside the grad-weight sweep (grad_weight_bias's grad_in): always in
     NHWC; in NCHW off pixel tiles and up to NCHW_DIRECT_MAX_DEPTH output
@@ -32,22 +44,25 @@ def fuse_grad_input(bint nhwc, Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t n
     In-process A/B, MobileNetV2 b4, 1 thread: NCHW backward 3-19% faster
     on 16->96 to 96->24 at 112x112 and 56x56, 22% with relu6 on 16->96;
     5-10% slower on 64->384 and 96->576 at 14x14 without a mask."""
-    return nhwc or (not pixtile_shape(groups, plane) and ng <= NCHW_DIRECT_MAX_DEPTH)
+    return nhwc or (not pixtile_shape(groups, plane, kg, ng)
+                    and ng <= NCHW_DIRECT_MAX_DEPTH)
 
 
-def nchw_pixel_tiles(Py_ssize_t groups, Py_ssize_t plane):
-    """Whether an unstrided, unpadded NCHW pass with these groups and
-    plane size runs on pixel tiles (and so wants NHWC panels)."""
-    return pixtile_shape(groups, plane)
+def nchw_pixel_tiles(Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t kg, Py_ssize_t ng):
+    """Whether an unstrided, unpadded NCHW pass with these groups, plane
+    size and channels per group (in, out) runs on pixel tiles (and so wants
+    NHWC panels)."""
+    return pixtile_shape(groups, plane, kg, ng)
 
 
 cdef struct PixTileJob:
-    Py_ssize_t n, plane
-    Py_ssize_t kc, ncol           # depth (A's planes), columns (C's planes)
+    Py_ssize_t n, plane, groups
+    Py_ssize_t kc, ncol           # per group: depth (A's planes), columns (C's planes)
     bint masked                   # A zeroed where M is outside (mlo, mhi)
     double mlo, mhi
     size_t mr, nr, ps
-    Py_ssize_t ppg, pblock        # panels, panels per L2 block
+    Py_ssize_t ppg, pblock        # panels per group, panels per L2 block
+    size_t gs                     # elements from one group's panels to the next
     Py_ssize_t block, nblocks     # pixels per block, blocks per image
     Py_ssize_t nsplit             # pieces the panels are cut into
     pw_gemm_params prm
@@ -58,14 +73,16 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
                        int *failed) noexcept nogil:
     cdef Py_ssize_t plane = J.plane
     cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
-    cdef Py_ssize_t n = it // J.nblocks, p0 = (it % J.nblocks) * J.block
+    cdef Py_ssize_t grp = it % J.groups
+    cdef Py_ssize_t n = it // J.groups // J.nblocks
+    cdef Py_ssize_t p0 = (it // J.groups % J.nblocks) * J.block
     cdef Py_ssize_t rows = imin(J.block, plane - p0)
     cdef Py_ssize_t u0 = s * J.ppg // J.nsplit, u1 = (s + 1) * J.ppg // J.nsplit
     cdef Py_ssize_t col0 = u0 * <Py_ssize_t>J.nr
     cdef Py_ssize_t cols = imin(J.ncol, u1 * <Py_ssize_t>J.nr) - col0
     cdef Py_ssize_t cw = (u1 - u0) * <Py_ssize_t>J.nr   # C block row stride
     cdef Py_ssize_t ntiles = cdiv(rows, J.mr), t, pb, pe, ncols
-    cdef Py_ssize_t a_off = n * J.kc * plane + p0
+    cdef Py_ssize_t a_off = ((n * J.groups + grp) * J.kc) * plane + p0
     cdef size_t a_bytes = ntiles * J.mr * J.kc * sizeof(real)
     cdef char *buf
     cdef real *at
@@ -81,7 +98,8 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
         return
     at = <real *>buf
     ct = <real *>(buf + a_bytes + 64)
-    dst = C + (n * J.ncol + col0) * plane + p0
+    dst = C + ((n * J.groups + grp) * J.ncol + col0) * plane + p0
+    packed = packed + grp * J.gs
     # Tile t holds A[i][k] at t*kc*MR + k*MR + i.
     gather_tiles(at, J.mr, A + a_off, plane, J.kc, rows,
                  M + a_off if J.masked else NULL, J.mlo, J.mhi)
@@ -115,27 +133,29 @@ cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
     regrouping and the output transpose cost more than they save:
     MobileNetV2's 14x14 layers ran 5-30% slower this way (interleaved A/B,
     one thread), its 7x7 layers 3-10% faster."""
-    return panels != NULL and g.simple and pixtile_shape(g.groups, g.h * g.w)
+    return panels != NULL and g.simple and pixtile_shape(g.groups, g.h * g.w, g.kg, g.ng)
 
 
 cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
                      const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
     cdef Py_ssize_t plane = J.plane, mtot = J.n * plane, items, item, ntiles
-    cdef double flops = 2.0 * mtot * J.kc * J.ncol
+    cdef double flops = 2.0 * mtot * J.kc * J.ncol * J.groups
     cdef int failed = 0, team
     J.mr = tile_mr(C)
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.ppg = cdiv(J.ncol, J.nr)
+    J.gs = J.ppg * J.ps
     J.pblock = imax(1, L2_BLOCK_BYTES // (J.kc * J.nr * sizeof(real) + 1))
     J.prm.kc = J.kc
     J.prm.panel_stride = J.ps
     J.prm.a_rs = 1
     J.prm.a_ks = J.mr
     J.prm.b_ks = 0
-    # As the NHWC driver: few pixels per thread split the panels instead.
+    # As the NHWC driver: few pixels per thread split the panels instead
+    # (unless groups already give every thread its own).
     J.nsplit = 1
-    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads:
+    if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads and J.groups < nthreads:
         J.nsplit = imin(J.ppg, nthreads)
     ntiles = cdiv(plane, J.mr)
     # Every block streams all the weights: past an L2 block of them, one
@@ -146,11 +166,11 @@ cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
         J.nblocks = cdiv(plane, imax(<Py_ssize_t>J.mr,
                                      PIXEL_BLOCK_BYTES // ((J.kc + J.ncol) * sizeof(real))))
     if nthreads > 1 and J.nsplit == 1:
-        J.nblocks = imax(J.nblocks, cdiv(2 * nthreads, J.n))
+        J.nblocks = imax(J.nblocks, cdiv(2 * nthreads, J.n * J.groups))
     J.nblocks = imin(J.nblocks, ntiles)
     J.block = J.mr * cdiv(ntiles, J.nblocks)
     J.nblocks = cdiv(plane, J.block)
-    items = J.n * J.nblocks * J.nsplit
+    items = J.n * J.nblocks * J.groups * J.nsplit
     team = plan_threads(nthreads, flops, items)
     if team == 1:
         for item in range(items):
@@ -171,5 +191,6 @@ cdef void pixtile_job(PixTileJob *P, const Geom *g, bint grad_input) noexcept no
     memset(P, 0, sizeof(P[0]))
     P.n = g.n
     P.plane = g.h * g.w
-    P.kc = g.cout if grad_input else g.cin
-    P.ncol = g.cin if grad_input else g.cout
+    P.groups = g.groups
+    P.kc = g.ng if grad_input else g.kg
+    P.ncol = g.kg if grad_input else g.ng

@@ -281,3 +281,46 @@ def test_nchw_small_planes(rng, dtype, shape, threads):
         layer(case["x"], residual=in_place, out=in_place)
         np.testing.assert_array_equal(in_place, y)
     assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
+
+
+# Grouped NCHW layers whose groups are wide enough (64 channels in and out)
+# take the pixel tiles too, one group's planes at a time; narrower groups
+# stay on the plane driver.  Off-tile channel counts per group (65, 70, 130),
+# ragged planes, batches, weights past an L2 block, thread splits.
+GROUPED_PIXEL_SHAPES = [
+    # (n, c_in, c_out, groups, h, w)
+    (1, 195, 210, 3, 7, 7),
+    (3, 130, 260, 2, 5, 9),
+    (2, 256, 128, 2, 8, 8),
+    (1, 64, 64, 8, 7, 7),        # 8 channels a group: the plane driver
+    (1, 768, 960, 3, 7, 7),      # 320 x 256 floats a group: past an L2 block
+]
+
+
+@pytest.mark.parametrize("shape", GROUPED_PIXEL_SHAPES,
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_grouped_small_planes(rng, dtype, shape, threads):
+    n, c_in, c_out, groups, h, w = shape
+    case = ref.make_case(rng, dtype=dtype, layout="NCHW", n=n, c_in=c_in,
+                         c_out=c_out, h=h, w=w, groups=groups, residual=True)
+    before = snapshot(case["x"], case["residual"], case["weight"], case["bias"])
+    k = c_in // groups
+    for act in (None, "relu6"):
+        layer = pwconv.PointwiseConv2d(c_in, c_out, groups=groups, layout="NCHW",
+                                       dtype=dtype, activation=act, num_threads=threads)
+        layer.weight = case["weight"]
+        layer.bias = case["bias"]
+        y = layer(case["x"], residual=case["residual"])
+        expected = ref.forward(case["x"], case["weight"], case["bias"], groups=groups,
+                               residual=case["residual"], activation=act)
+        assert_close(y, expected, k=k)
+        g = ref.grad_output_like(rng, y)
+        dx = layer.backward(g)
+        ref_dx, ref_dw, ref_db = ref.backward(g, case["x"], case["weight"], groups=groups,
+                                              activation=act, output=y)
+        assert_close(dx, ref_dx, k=c_out // groups)
+        assert_close(layer.grad_weight, ref_dw, k=n * h * w)
+        assert_close(layer.grad_bias, ref_db, k=n * h * w)
+    assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
