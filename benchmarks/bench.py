@@ -299,12 +299,17 @@ def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
                 reps = int(budget_for(cfg, case) * 1e9 / round_ns)
                 reps = max(rmin, min(rmax, reps))
             samples = {c: [] for c, _ in runners}
+            # A new order every repeat, so each contender follows every other
+            # one about equally often.  Rotating one fixed order kept each
+            # behind the same neighbour all run long: with two threads the
+            # one behind another library's still-spinning workers paid for
+            # them every time.  Seeded per layer, so a rerun repeats it.
+            order = np.random.default_rng(li)
             gc.disable()
             try:
                 for rep in range(reps):
-                    # Rotate the order so no contender always follows the same one.
-                    k = rep % len(runners)
-                    for cname, r in runners[k:] + runners[:k]:
+                    for i in order.permutation(len(runners)):
+                        cname, r = runners[i]
                         fn, m = r.fn, inner[cname]
                         for _ in range(burst):
                             if m == 1:
@@ -630,7 +635,8 @@ def render(results, args, meta):
            "a first call (checked once against a float64 numpy reference) and a "
            "second, estimating call, each repeat times one call of every "
            "contender with `time.perf_counter_ns` (calls under 50 us are timed "
-           "in batches), rotating the order each repeat. A layer's time is the "
+           "in batches), in a new random order each repeat (seeded per layer), so "
+           "each contender follows every other one about equally often. A layer's time is the "
            "median over repeats; a suite's time is the sum of its layers' "
            "medians; GFLOP/s = 2*N*Ho*Wo*C_in*C_out / time (three such GEMMs "
            "per training step). Repeats are chosen per layer to fit the time "
