@@ -41,13 +41,10 @@ cdef Py_ssize_t KBLOCK_BYTES = 8192
 # Row shares per thread in the NHWC driver, handed out dynamically: on a
 # shared host one core can run slower for a while, and a static split then
 # waits for it (measured: 4 static -> 16 dynamic, 2 threads, MobileNetV2
-# b1, +4% against XNNPACK in the same run).  Where a driver has exactly one
-# piece per thread (column splits of small maps, one share per thread past
-# an L2 of weights), the pieces go out statically instead: a thread then
-# gets the same piece on every call, and its L2 still holds that piece's
-# weights and pixels, while a dynamic hand-out swaps them between threads
-# from call to call.  In-process A/B, MobileNetV2 b1, 2 threads, order
-# rotated: NHWC 3% faster in all, 7x7 layers 3-6%; NCHW 3.6%, 7x7 2-9%.
+# b1, +4% against XNNPACK in the same run).  A static hand-out where there
+# is exactly one piece per thread was even with dynamic (MobileNetV2 b1, 2
+# threads, variants in random order: NHWC 0.991, NCHW 0.999), so the
+# dynamic one stays, with its cover for a late worker.
 cdef Py_ssize_t NHWC_SHARES = 16
 # ...but every share walks all the weights, so weights larger than one L2
 # block (streamed from L3, or memory when other work has evicted them) get

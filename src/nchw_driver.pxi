@@ -249,10 +249,6 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     if team == 1:
         for item in range(items):
             nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
-    elif items == team:
-        # One piece per thread, the same on every call (see NHWC_SHARES).
-        for item in prange(items, schedule='static', num_threads=team):
-            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
     else:
         for item in prange(items, schedule='dynamic', num_threads=team):
             nchw_item(J, item, A, B, C, rowbias, R, M, &failed)

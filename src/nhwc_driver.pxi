@@ -221,11 +221,6 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
         for item in range(items):
             nhwc_item(J, item, A, C, R, M, packed, &failed)
             end_streamed_item(&J.prm)
-    elif items == team:
-        # One piece per thread, the same on every call (see NHWC_SHARES).
-        for item in prange(items, schedule='static', num_threads=team):
-            nhwc_item(J, item, A, C, R, M, packed, &failed)
-            end_streamed_item(&J.prm)
     else:
         for item in prange(items, schedule='dynamic', num_threads=team):
             nhwc_item(J, item, A, C, R, M, packed, &failed)

@@ -175,10 +175,6 @@ cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
     if team == 1:
         for item in range(items):
             pixtile_item(J, item, A, C, R, M, packed, &failed)
-    elif items == team:
-        # One piece per thread, the same on every call (see NHWC_SHARES).
-        for item in prange(items, schedule='static', num_threads=team):
-            pixtile_item(J, item, A, C, R, M, packed, &failed)
     else:
         for item in prange(items, schedule='dynamic', num_threads=team):
             pixtile_item(J, item, A, C, R, M, packed, &failed)
