@@ -247,87 +247,127 @@ def check(cfg, case, name, runner):
 
 
 BURST = 4   # calls per contender turn when several threads run
+# Each table goes over its layers this many times, each pass timing a share of
+# every layer's repeats; a layer's median is over the samples of all passes.
+# One pass times a layer in one stretch of a second or less, and on a shared
+# host a stretch in which the second vCPU is taken away (measured: windows of
+# about half a second in which two threads ran no faster than one) then sets
+# that layer's whole median.  Spread over three passes, tens of seconds
+# apart, such a stretch holds at most a third of a layer's samples.
+PASSES = 3
+
+
+def build_runners(cfg, li, layer, case, first_pass):
+    """The contenders that run on this layer, each called once (lazy init,
+    packing, allocations); on the first pass that call is checked."""
+    runners = []
+    for cname, builder in cfg.contenders:
+        try:
+            r = builder(case, cfg.threads)
+            r.fn()
+            if first_pass:
+                err = check(cfg, case, cname, r)
+                if li == 0:
+                    extra = f"; {r.note}" if r.note else ""
+                    cfg.notes.append(f"{cname}: checked against float64 numpy, "
+                                     f"max rel. error {err:.1e} (first layer)"
+                                     f"{extra}")
+            runners.append((cname, r))
+        except peers.Unavailable as exc:
+            if li == 0 and first_pass:
+                cfg.notes.append(f"{cname}: skipped, {exc}")
+        except Exception as exc:
+            if first_pass:
+                cfg.notes.append(f"{cname}: FAILED on {layer[0]}: "
+                                 f"{type(exc).__name__}: {exc}")
+    return runners
+
+
+def time_repeats(runners, inner, burst, reps, order, samples):
+    """reps repeats, each timing every contender once (a burst of calls when
+    several threads run) in a new order drawn from the generator `order`."""
+    gc.disable()
+    try:
+        for rep in range(reps):
+            for i in order.permutation(len(runners)):
+                cname, r = runners[i]
+                fn, m = r.fn, inner[cname]
+                for _ in range(burst):
+                    if m == 1:
+                        t0 = time.perf_counter_ns()
+                        fn()
+                        t1 = time.perf_counter_ns()
+                    else:
+                        t0 = time.perf_counter_ns()
+                        for _ in range(m):
+                            fn()
+                        t1 = time.perf_counter_ns()
+                    samples[cname].append((t1 - t0) / m)
+    finally:
+        gc.enable()
 
 
 def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
     undo = peers.set_global_threads(cfg.threads)
+    # With a team of threads each turn is a burst of calls, each timed on its
+    # own: the first call after another library ran may wait for that
+    # library's spinning workers to give the cores back (on a 2-core machine
+    # for milliseconds); the median over bursts then reflects back-to-back
+    # calls, as in a real inference loop, while the libraries still alternate
+    # throughout the run.
+    burst = BURST if cfg.threads > 1 else 1
+    plans = {}     # layer index -> (inner, repeats), set on the first pass
+    samples = {}   # layer index -> {contender: [ns per call]}
+    flops = {}
     try:
+        for p in range(PASSES):
+            for li, layer in enumerate(cfg.layers):
+                name, ci, co, h, w, s = layer
+                if p > 0 and li not in plans:
+                    continue   # nothing ran on it in the first pass
+                case = peers.Case(name, cfg.batch, ci, co, h, w, s, cfg.layout,
+                                  cfg.dtype, training=cfg.training,
+                                  activation=cfg.activation)
+                runners = build_runners(cfg, li, layer, case, p == 0)
+                if p == 0:
+                    flops[li] = case.flops * cfg.flop_factor
+                    if not runners:
+                        continue
+                    # A second call times one round, which sets the batching
+                    # and the repeats.
+                    est, inner = {}, {}
+                    for cname, r in runners:
+                        t0 = time.perf_counter_ns()
+                        r.fn()
+                        est[cname] = max(1, time.perf_counter_ns() - t0)
+                        inner[cname] = max(1, MIN_SAMPLE_NS // est[cname])
+                    round_ns = sum(est[c] * inner[c] for c in est) * burst
+                    if fixed_repeats:
+                        reps = fixed_repeats
+                    else:
+                        reps = int(budget_for(cfg, case) * 1e9 / round_ns)
+                        reps = max(rmin, min(rmax, reps))
+                    plans[li] = (inner, reps)
+                    samples[li] = {c: [] for c, _ in runners}
+                inner, reps = plans[li]
+                runners = [(c, r) for c, r in runners if c in samples[li]]
+                share = reps // PASSES + (1 if p < reps % PASSES else 0)
+                # A new order every repeat, so each contender follows every
+                # other one about equally often.  Rotating one fixed order
+                # kept each behind the same neighbour all run long: with two
+                # threads the one behind another library's still-spinning
+                # workers paid for them every time.  Seeded per layer and
+                # pass, so a rerun repeats it.
+                order = np.random.default_rng((li, p))
+                time_repeats(runners, inner, burst, share, order, samples[li])
+                del runners, case
         for li, layer in enumerate(cfg.layers):
-            name, ci, co, h, w, s = layer
-            case = peers.Case(name, cfg.batch, ci, co, h, w, s, cfg.layout,
-                              cfg.dtype, training=cfg.training,
-                              activation=cfg.activation)
-            runners = []
-            for cname, builder in cfg.contenders:
-                try:
-                    r = builder(case, cfg.threads)
-                    r.fn()  # first call: lazy init, weight packing, allocations
-                    err = check(cfg, case, cname, r)
-                    runners.append((cname, r))
-                    if li == 0:
-                        extra = f"; {r.note}" if r.note else ""
-                        cfg.notes.append(f"{cname}: checked against float64 numpy, "
-                                         f"max rel. error {err:.1e} (first layer)"
-                                         f"{extra}")
-                except peers.Unavailable as exc:
-                    if li == 0:
-                        cfg.notes.append(f"{cname}: skipped, {exc}")
-                except Exception as exc:
-                    cfg.notes.append(f"{cname}: FAILED on {name}: "
-                                     f"{type(exc).__name__}: {exc}")
-            if not runners:
-                cfg.rows.append((layer, case.flops * cfg.flop_factor, {}, 0))
+            if li not in plans:
+                cfg.rows.append((layer, flops[li], {}, 0))
                 continue
-            # Second call times one round, which sets the batching and repeats.
-            est, inner = {}, {}
-            for cname, r in runners:
-                t0 = time.perf_counter_ns()
-                r.fn()
-                est[cname] = max(1, time.perf_counter_ns() - t0)
-                inner[cname] = max(1, MIN_SAMPLE_NS // est[cname])
-            # With a team of threads each turn is a burst of calls, each timed
-            # on its own: the first call after another library ran may wait
-            # for that library's spinning workers to give the cores back (on
-            # a 2-core machine for milliseconds); the median over bursts then
-            # reflects back-to-back calls, as in a real inference loop, while
-            # the libraries still alternate throughout the run.
-            burst = BURST if cfg.threads > 1 else 1
-            round_ns = sum(est[c] * inner[c] for c in est) * burst
-            if fixed_repeats:
-                reps = fixed_repeats
-            else:
-                reps = int(budget_for(cfg, case) * 1e9 / round_ns)
-                reps = max(rmin, min(rmax, reps))
-            samples = {c: [] for c, _ in runners}
-            # A new order every repeat, so each contender follows every other
-            # one about equally often.  Rotating one fixed order kept each
-            # behind the same neighbour all run long: with two threads the
-            # one behind another library's still-spinning workers paid for
-            # them every time.  Seeded per layer, so a rerun repeats it.
-            order = np.random.default_rng(li)
-            gc.disable()
-            try:
-                for rep in range(reps):
-                    for i in order.permutation(len(runners)):
-                        cname, r = runners[i]
-                        fn, m = r.fn, inner[cname]
-                        for _ in range(burst):
-                            if m == 1:
-                                t0 = time.perf_counter_ns()
-                                fn()
-                                t1 = time.perf_counter_ns()
-                            else:
-                                t0 = time.perf_counter_ns()
-                                for _ in range(m):
-                                    fn()
-                                t1 = time.perf_counter_ns()
-                            samples[cname].append((t1 - t0) / m)
-            finally:
-                gc.enable()
-            med = {c: statistics.median(v) for c, v in samples.items()}
-            cfg.rows.append((layer, case.flops * cfg.flop_factor, med, reps))
-            progress(cfg, li, layer, med, reps)
-            del runners, case
+            med = {c: statistics.median(v) for c, v in samples[li].items() if v}
+            cfg.rows.append((layer, flops[li], med, plans[li][1]))
+            progress(cfg, li, layer, med, plans[li][1])
     finally:
         undo()
 
@@ -636,8 +676,13 @@ def render(results, args, meta):
            "second, estimating call, each repeat times one call of every "
            "contender with `time.perf_counter_ns` (calls under 50 us are timed "
            "in batches), in a new random order each repeat (seeded per layer), so "
-           "each contender follows every other one about equally often. A layer's time is the "
-           "median over repeats; a suite's time is the sum of its layers' "
+           "each contender follows every other one about equally often. Each "
+           f"table goes over its layers {PASSES} times, each pass timing a "
+           "share of every layer's repeats (the contenders set up afresh, the "
+           "first call untimed), so a stretch of a second in which the host "
+           "takes a vCPU away holds at most one pass's share of a layer's "
+           "samples. A layer's time is the "
+           "median over all its repeats; a suite's time is the sum of its layers' "
            "medians; GFLOP/s = 2*N*Ho*Wo*C_in*C_out / time (three such GEMMs "
            "per training step). Repeats are chosen per layer to fit the time "
            "budget. Inputs are uniform in [-1, 1).",
