@@ -257,3 +257,37 @@ def test_nhwc_checks_channels_last():
     assert pwconv.pointwise_conv2d(x, W, layout="NHWC").shape == (2, 5, 5, 4)
     with pytest.raises(ValueError, match=r"\b(x|weight)\b"):
         pwconv.pointwise_conv2d(arr((2, 6, 5, 5)), W, layout="NHWC")
+
+
+# Values equal to a valid setting (True == 1, 1.0 == 1, False == 0) that the
+# checks refuse: the functional API keeps the checked geometry of recent
+# calls, and none of these may reach it through a valid call's entry.
+HASH_ALIKE = [dict(stride=True), dict(stride=1.0), dict(stride=(1, True)),
+              dict(padding=False), dict(padding=0.0), dict(groups=True),
+              dict(groups=1.0), dict(num_threads=True)]
+
+
+@pytest.mark.parametrize("over", HASH_ALIKE, ids=lambda o: repr(o))
+def test_checks_hold_after_a_valid_call_of_the_same_form(over):
+    (name, value), = over.items()
+    valid = {name: 0 if name == "padding" else 1}
+    pwconv.pointwise_conv2d(**forward_kwargs(valid))
+    pwconv.pointwise_conv2d_backward(**backward_kwargs(valid))
+    check_raises(pwconv.pointwise_conv2d, forward_kwargs(over), TypeError, name)
+    check_raises(pwconv.pointwise_conv2d_backward, backward_kwargs(over), TypeError, name)
+
+
+def test_repeated_form_binds_each_calls_weight_and_bias():
+    # Same shapes and settings, different data: each result is its own.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 5, 5)).astype(F32)
+    for _ in range(3):
+        w = rng.standard_normal((4, 6)).astype(F32)
+        b = rng.standard_normal(4).astype(F32)
+        want = np.einsum("oc,nchw->nohw", w.astype(F64), x.astype(F64)) + b[:, None, None]
+        got = pwconv.pointwise_conv2d(x, w, b, num_threads=1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        gy = rng.standard_normal(Y_SHAPE).astype(F32)
+        gx, gw, gb = pwconv.pointwise_conv2d_backward(gy, x, w, num_threads=1)
+        np.testing.assert_allclose(gx, np.einsum("oc,nohw->nchw", w.astype(F64), gy),
+                                   rtol=1e-5, atol=1e-5)
