@@ -46,7 +46,8 @@ if HERE not in sys.path:
 
 import peers  # noqa: E402
 
-SUITES = ("forward", "fused", "overhead", "training", "training_relu6")
+SUITES = ("forward", "fused", "overhead", "training", "training_relu6",
+          "training_contract")
 MODEL_TITLES = {"mobilenet_v2": "MobileNetV2 pointwise",
                 "resnet50": "ResNet-50 1x1"}
 # Nominal single-core rates, only to share the time budget between layers
@@ -55,6 +56,33 @@ NOMINAL_GFLOPS = {"float32": 70.0, "float64": 35.0}
 MIN_SAMPLE_NS = 50_000  # calls shorter than this are timed in batches
 TOL = {"float32": 2e-4, "float64": 1e-10}
 TOL_GRAD = {"float32": 1e-3, "float64": 1e-9}
+
+
+# The rest of the contract under training: ShuffleNet v1's (g = 3, 224x224)
+# grouped 1x1 layers and ResNet-50's strided 1x1 shortcuts.  Layers are
+# (name, C_in, C_out, H, W, stride[, groups]).
+CONTRACT_LAYERS = [
+    ("shuffle.s2.reduce", 240, 60, 28, 28, 1, 3),
+    ("shuffle.s2.expand", 60, 240, 28, 28, 1, 3),
+    ("shuffle.s3.reduce", 480, 120, 14, 14, 1, 3),
+    ("shuffle.s3.expand", 120, 480, 14, 14, 1, 3),
+    ("shuffle.s4.reduce", 960, 240, 7, 7, 1, 3),
+    ("shuffle.s4.expand", 240, 960, 7, 7, 1, 3),
+    ("resnet.s1.shortcut", 256, 512, 56, 56, 2),
+    ("resnet.s2.shortcut", 512, 1024, 28, 28, 2),
+    ("resnet.s3.shortcut", 1024, 2048, 14, 14, 2),
+]
+
+
+def layer_groups(layer):
+    return layer[6] if len(layer) > 6 else 1
+
+
+def layer_flops(layer, batch):
+    """2 * multiply-adds of one pass of `layer` at `batch`."""
+    _, ci, co, h, w, s = layer[:6]
+    ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+    return 2 * batch * ho * wo * ci * co // layer_groups(layer)
 
 
 def log(msg):
@@ -122,9 +150,8 @@ class Config:
     def estimate_s(self):
         rate = NOMINAL_GFLOPS[self.dtype] * 1e9 * self.threads ** 0.85
         total = 0.0
-        for (_, ci, co, h, w, s) in self.layers:
-            ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
-            total += 2 * self.batch * ho * wo * ci * co * self.flop_factor
+        for layer in self.layers:
+            total += layer_flops(layer, self.batch) * self.flop_factor
         return total * len(self.contenders) / rate
 
 
@@ -203,6 +230,18 @@ def build_plan(args, suites):
                     cont, "pwconv", flop_factor=3, training=True, activation="relu6",
                     title=f"MobileNetV2 pointwise with relu6 on every layer, batch 4, "
                           f"{layout}, float32, {t} thread"))
+    if "training_contract" in args.suite and "float32" in dtypes:
+        layers = pick(CONTRACT_LAYERS, args.quick)
+        for layout in layouts:
+            for t in one_thread:
+                cont = [(n, b) for n, (b, lays) in peers.TRAINING.items()
+                        if layout in lays and keep(args, n) and n != "pwconv 1t"]
+                plan.append(Config(
+                    "training_contract", "contract", 4, layout, "float32", t, layers,
+                    cont, "pwconv", flop_factor=3, training=True,
+                    title=f"Grouped and strided layers (ShuffleNet v1 g=3, ResNet-50 "
+                          f"shortcuts), training step, batch 4, {layout}, float32, "
+                          f"{t} thread"))
     return plan
 
 
@@ -322,12 +361,12 @@ def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
     try:
         for p in range(PASSES):
             for li, layer in enumerate(cfg.layers):
-                name, ci, co, h, w, s = layer
+                name, ci, co, h, w, s = layer[:6]
                 if p > 0 and li not in plans:
                     continue   # nothing ran on it in the first pass
                 case = peers.Case(name, cfg.batch, ci, co, h, w, s, cfg.layout,
                                   cfg.dtype, training=cfg.training,
-                                  activation=cfg.activation)
+                                  activation=cfg.activation, groups=layer_groups(layer))
                 runners = build_runners(cfg, li, layer, case, p == 0)
                 if p == 0:
                     flops[li] = case.flops * cfg.flop_factor
@@ -457,10 +496,12 @@ def render_config(cfg):
                 "| layer | C_in->C_out | H x W /s | MFLOP | repeats | "
                 + " | ".join(names) + f" | {base} GFLOP/s |",
                 "|---|---|---|---:|---:|" + "---:|" * len(names) + "---:|"]
-        for (lname, ci, co, h, w, s), fl, med, r in cfg.rows:
+        for layer, fl, med, r in cfg.rows:
+            lname, ci, co, h, w, s = layer[:6]
+            groups = f" in {layer_groups(layer)} groups" if layer_groups(layer) > 1 else ""
             cells = [fmt_ms(med[c]) if c in med else "-" for c in names]
             g = f"{fl / med[base]:.1f}" if base in med else "-"
-            out.append(f"| {lname} | {ci}->{co} | {h}x{w}/{s} | {fl / 1e6:.1f} | "
+            out.append(f"| {lname} | {ci}->{co}{groups} | {h}x{w}/{s} | {fl / 1e6:.1f} | "
                        f"{r} | " + " | ".join(cells) + f" | {g} |")
         out += ["", "</details>"]
     out.append("")
@@ -603,6 +644,23 @@ def figures(results):
                       f"{f(gf(c, 'grad input'), 1)})")
     lines.append("- pwconv grad weight GFLOP/s / forward GFLOP/s, MobileNetV2 b4, "
                  "1 thread: " + ("; ".join(gw) or "n/a"))
+
+    def part_ratio(cfg, c, grouped):
+        rows = [(m[c], m["pwconv"]) for layer, _, m, _ in cfg.rows
+                if c in m and "pwconv" in m and (layer_groups(layer) > 1) == grouped]
+        return sum(a for a, _ in rows) / sum(b for _, b in rows) if rows else None
+
+    ct = []
+    for lay, torch_name in (("NHWC", "torch CL"), ("NCHW", "torch")):
+        c = F("training_contract", "contract", 4, lay, "float32", 1)
+        if c:
+            ct.append(f"{lay} grouped: numpy {f(part_ratio(c, 'numpy', True))}, "
+                      f"{torch_name} {f(part_ratio(c, torch_name, True))}; strided: numpy "
+                      f"{f(part_ratio(c, 'numpy', False))}, {torch_name} "
+                      f"{f(part_ratio(c, torch_name, False))} (pwconv {f(gf(c, 'pwconv'), 1)} "
+                      f"GFLOP/s over both)")
+    lines.append("- Training step on grouped (ShuffleNet v1 g=3) and strided (ResNet-50 "
+                 "shortcuts) layers, b4, 1 thread: " + ("; ".join(ct) or "n/a"))
     return "\n".join(lines)
 
 
@@ -711,6 +769,12 @@ def render(results, args, meta):
            "`F.relu6` under autograd. Where the float64 pre-activation lies "
            "within 1e-4 of 0 or 6, grad output is zero, so the check does not "
            "depend on which side float32 rounding puts it.",
+           "- Grouped and strided layers: ShuffleNet v1's grouped 1x1 layers "
+           "(g = 3) and ResNet-50's strided 1x1 shortcuts, training step at "
+           "batch 4. pwconv: `groups=`, `stride=` on the layer; torch: the same "
+           "arguments to `F.conv2d`; numpy: the strided pixels copied out, one "
+           "GEMM per group and pass into slices of the results, grad input "
+           "scattered into an array zeroed once, outside the timed call.",
            "- ORT: one-node Conv model built in memory with `onnx.helper`, NCHW, "
            "`intra_op_num_threads=n`, `inter_op_num_threads=1`, sequential, "
            "spinning off, output bound with IO "
@@ -725,6 +789,7 @@ def render(results, args, meta):
     for suite, head in [("forward", "Forward"), ("fused", "Fused epilogue"),
                         ("overhead", "Python overhead"), ("training", "Training"),
                         ("training_relu6", "Training with relu6"),
+                        ("training_contract", "Training across the contract"),
                         ("train_parts", "pwconv training passes alone")]:
         cfgs = [c for c in results if c.suite == suite]
         if not cfgs:
@@ -840,10 +905,8 @@ def main(argv=None):
 
     def progress(cfg, li, layer, med, reps):
         rate = NOMINAL_GFLOPS[cfg.dtype] * 1e9 * cfg.threads ** 0.85
-        lname, ci, co, h, w, s = layer
-        ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
-        est = (2 * cfg.batch * ho * wo * ci * co * cfg.flop_factor
-               * len(cfg.contenders) / rate)
+        lname, ci, co, h, w, s = layer[:6]
+        est = layer_flops(layer, cfg.batch) * cfg.flop_factor * len(cfg.contenders) / rate
         state["left_est"] -= est
         now = time.time()
         state["left_s"] -= now - state["t0"]

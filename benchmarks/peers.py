@@ -35,24 +35,39 @@ def _out_hw(h, w, s):
     return (h - 1) // s + 1, (w - 1) // s + 1
 
 
+def _grouped(a, w, groups, transposed=False):
+    """a (rows, groups*k) times each group's block of w: w is (k_total, out),
+    cut into column blocks (forward: w = W^T), or, transposed, W itself
+    (C_out, C_in/groups) cut into row blocks (grad input: a = grad output)."""
+    if groups == 1:
+        return a @ w
+    parts = np.split(a, groups, axis=1)
+    if transposed:
+        return np.concatenate([p @ wg for p, wg in zip(parts, np.split(w, groups, axis=0))],
+                              axis=1)
+    return np.concatenate([p @ wg for p, wg in zip(parts, np.split(w, groups, axis=1))],
+                          axis=1)
+
+
 class Case:
     """One layer at one batch, layout and dtype, with its inputs and float64
     references.  Inputs are uniform in [-1, 1): no denormals, no overflow."""
 
     def __init__(self, name, n, c_in, c_out, h, w, stride, layout, dtype,
-                 training=False, seed=0, activation=None):
+                 training=False, seed=0, activation=None, groups=1):
         self.name, self.n, self.c_in, self.c_out = name, n, c_in, c_out
-        self.activation = activation
+        self.activation, self.groups = activation, groups
         self.h, self.w, self.stride = h, w, stride
         self.layout, self.dtype = layout, np.dtype(dtype)
         self.ho, self.wo = _out_hw(h, w, stride)
+        kg = c_in // groups
         rng = np.random.default_rng(seed)
         x_nhwc = rng.uniform(-1, 1, (n, h, w, c_in))
         # Scale the weights so outputs stay O(1) whatever C_in is.
-        wt = rng.uniform(-1, 1, (c_out, c_in)) / np.sqrt(c_in)
+        wt = rng.uniform(-1, 1, (c_out, kg)) / np.sqrt(kg)
         b = rng.uniform(-1, 1, c_out)
-        ref = (x_nhwc[:, ::stride, ::stride].reshape(-1, c_in) @ wt.T + b)
-        ref = ref.reshape(n, self.ho, self.wo, c_out)
+        xs = x_nhwc[:, ::stride, ::stride].reshape(-1, c_in)
+        ref = (_grouped(xs, wt.T, groups) + b).reshape(n, self.ho, self.wo, c_out)
         keep = None
         if activation == "relu6":
             keep = (ref > 0) & (ref < 6)
@@ -72,16 +87,18 @@ class Case:
             if keep is not None:
                 gy[unsure] = 0
             gy2 = (gy * keep if keep is not None else gy).reshape(-1, c_out)
-            xs = x_nhwc[:, ::stride, ::stride].reshape(-1, c_in)
             gx = np.zeros_like(x_nhwc)
-            gx[:, ::stride, ::stride] = (gy2 @ wt).reshape(n, self.ho, self.wo, c_in)
+            gx[:, ::stride, ::stride] = _grouped(gy2, wt, groups, transposed=True).reshape(
+                n, self.ho, self.wo, c_in)
+            gw = np.concatenate([g2.T @ x2 for g2, x2 in zip(np.split(gy2, groups, axis=1),
+                                                            np.split(xs, groups, axis=1))])
             self.grad_output = self.to_layout(gy).astype(self.dtype)
-            self.ref_grads = (self.to_layout(gx), gy2.T @ xs, gy2.sum(0))
+            self.ref_grads = (self.to_layout(gx), gw, gy2.sum(0))
 
     @property
     def flops(self):
         """Multiply-adds of one forward pass, times two."""
-        return 2 * self.n * self.ho * self.wo * self.c_in * self.c_out
+        return 2 * self.n * self.ho * self.wo * self.c_in * self.c_out // self.groups
 
     def to_layout(self, a_nhwc):
         if self.layout == "NHWC":
@@ -218,7 +235,7 @@ def _torch_tensors(case, channels_last):
         if case.layout != "NCHW":
             raise Unavailable("torch NCHW runs the NCHW layout")
         x = torch.from_numpy(case.x)
-    w = torch.from_numpy(case.weight).reshape(case.c_out, case.c_in, 1, 1)
+    w = torch.from_numpy(case.weight).reshape(case.c_out, -1, 1, 1)
     if channels_last:
         w = w.contiguous(memory_format=torch.channels_last)
     b = torch.from_numpy(case.bias)
@@ -405,9 +422,9 @@ FUSED = {"plain": fused_plain, "fused relu6+residual": fused_fused,
 def pwconv_training(case, threads):
     pwconv = _import("pwconv")
     layer = pwconv.PointwiseConv2d(case.c_in, case.c_out, bias=True,
-                                   stride=case.stride, layout=case.layout,
-                                   dtype=case.dtype, num_threads=threads,
-                                   activation=case.activation)
+                                   stride=case.stride, groups=case.groups,
+                                   layout=case.layout, dtype=case.dtype,
+                                   num_threads=threads, activation=case.activation)
     layer.weight = case.weight
     layer.bias = case.bias
     x, gy = case.x, case.grad_output
@@ -427,8 +444,8 @@ def pwconv_training(case, threads):
 
 def numpy_training(case, threads):
     x, wt, b, gy, s = case.x, case.weight, case.bias, case.grad_output, case.stride
-    if s != 1:
-        raise Unavailable("the numpy training runner covers stride 1")
+    if s != 1 or case.groups != 1:
+        return _numpy_training_strided_grouped(case)
     dt, n, ci, co = case.dtype, case.n, case.c_in, case.c_out
     y = np.empty(case.out_shape(), dt)
     gx = np.empty(x.shape, dt)
@@ -484,6 +501,65 @@ def numpy_training(case, threads):
     return Runner(fn, lambda: (y, gx, gw, gb))
 
 
+def _numpy_training_strided_grouped(case):
+    """What a numpy user writes for a strided or grouped layer: the strided
+    pixels copied out, one GEMM per group and pass into column or row slices
+    of the results, grad input scattered back into a zeroed array."""
+    if case.activation is not None:
+        raise Unavailable("the strided and grouped numpy runner has no activation")
+    x, wt, b, gy, s, g = case.x, case.weight, case.bias, case.grad_output, case.stride, case.groups
+    dt, n, ci, co, ho, wo = case.dtype, case.n, case.c_in, case.c_out, case.ho, case.wo
+    kg, ng = ci // g, co // g
+    ins = [slice(i * kg, (i + 1) * kg) for i in range(g)]
+    outs = [slice(i * ng, (i + 1) * ng) for i in range(g)]
+    y = np.empty(case.out_shape(), dt)
+    gx = np.zeros(x.shape, dt)
+    gw = np.empty(wt.shape, dt)
+    gb = np.empty(co, dt)
+    nhwc = case.layout == "NHWC"
+    picked = (slice(None), slice(None, None, s), slice(None, None, s))
+    picked = picked + (slice(None),) if nhwc else (slice(None), slice(None)) + picked[1:]
+    xs = np.empty((n, ho, wo, ci) if nhwc else (n, ci, ho, wo), dt) if s != 1 else x
+    gxs = np.empty(xs.shape, dt) if s != 1 else gx
+    if nhwc:
+        x2, y2, gy2, gx2 = (a.reshape(-1, a.shape[-1]) for a in (xs, y, gy, gxs))
+
+        def fn():
+            if s != 1:
+                np.copyto(xs, x[picked])
+            for i, o in zip(ins, outs):
+                np.matmul(x2[:, i], wt[o].T, out=y2[:, o])
+            np.add(y2, b, out=y2)
+            for i, o in zip(ins, outs):
+                np.matmul(gy2[:, o], wt[o], out=gx2[:, i])
+                np.matmul(gy2[:, o].T, x2[:, i], out=gw[o])
+            if s != 1:
+                gx[picked] = gxs
+            np.sum(gy2, axis=0, out=gb)
+    else:
+        x3, y3, gy3, gx3 = (a.reshape(n, a.shape[1], -1) for a in (xs, y, gy, gxs))
+        tmp = np.empty((ng, kg), dt)
+        b2 = b[:, None]
+
+        def fn():
+            if s != 1:
+                np.copyto(xs, x[picked])
+            for i, o in zip(ins, outs):
+                np.matmul(wt[o], x3[:, i], out=y3[:, o])
+            np.add(y3, b2, out=y3)
+            for i, o in zip(ins, outs):
+                np.matmul(wt[o].T, gy3[:, o], out=gx3[:, i])
+                np.matmul(gy3[0, o], x3[0, i].T, out=gw[o])
+                for k in range(1, n):
+                    np.matmul(gy3[k, o], x3[k, i].T, out=tmp)
+                    np.add(gw[o], tmp, out=gw[o])
+            if s != 1:
+                gx[picked] = gxs
+            np.sum(gy3, axis=(0, 2), out=gb)
+
+    return Runner(fn, lambda: (y, gx, gw, gb))
+
+
 def torch_training(case, threads, channels_last=False):
     torch, x, w, b = _torch_tensors(case, channels_last)
     import torch.nn.functional as F
@@ -500,7 +576,7 @@ def torch_training(case, threads, channels_last=False):
         # Fresh grads each step (as after optimizer.zero_grad(set_to_none=True)),
         # so no accumulation pass is timed.
         x.grad = w.grad = b.grad = None
-        y = F.conv2d(x, w, b, stride=s)
+        y = F.conv2d(x, w, b, stride=s, groups=case.groups)
         if case.activation == "relu6":
             y = F.relu6(y)
         y.backward(gy)
@@ -508,7 +584,7 @@ def torch_training(case, threads, channels_last=False):
 
     def result():
         return (_torch_to_layout(box[0], case), _torch_to_layout(x.grad, case),
-                w.grad.detach().reshape(case.c_out, case.c_in).numpy(),
+                w.grad.detach().reshape(case.c_out, -1).numpy(),
                 b.grad.detach().numpy())
 
     return Runner(fn, result)
