@@ -485,12 +485,16 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     # and swapping only added a separate pass for the bias sums and the
     # final transpose: in-process A/B, 1 thread, not swapping was 1-5%
     # faster on 64->384 and 96->576 at 14x14 (batch 4 to 16) and 160->960
-    # at 7x7.
+    # at 7x7.  "Short" is a group's share of a row: ShuffleNet's 60->240 in
+    # 3 groups at 4x28x28 (20 channels a group) ran its backward in 0.78 of
+    # the time swapped (grad weight alone 0.65), 48->96 in 2 groups 0.80;
+    # allowing 512 bytes instead of 128 was even on groups of 40 and 80
+    # channels and 6-7% slower on 64->384 and 128->512 in 2 groups.
     mr, nr = tile_shape(x.dtype.itemsize)
     pixels = g.n * plane
     J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
                             (nhwc and g.kg < g.ng and
-                             g.cin * x.dtype.itemsize <= 128 and
+                             g.kg * x.dtype.itemsize <= 128 and
                              pixels * (g.ng - g.kg) > 3 * g.ng * g.kg))
     # NHWC input rows are read in place as B (whole panels, rows C_in apart)
     # when every output pixel reads the input pixel of the same index and

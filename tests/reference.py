@@ -217,6 +217,9 @@ EDGE_SHAPES = [
     (1, 150, 70, 9, 11, 1),
     (2, 150, 70, 9, 11, 2),
     (2, 34, 46, 9, 11, 2),
+    # Groups of 16 channels in: NHWC grad weight swaps its operands (a
+    # group's short input rows in place) in both dtypes; ragged both ways.
+    (2, 48, 150, 9, 11, 3),
 ]
 
 
