@@ -482,3 +482,42 @@ def test_streamed_output_with_residual(rng, dtype, layout, in_place, threads,
     _core.stream_min_bytes(1 << 62)
     np.testing.assert_array_equal(y, run())
     assert_close(y, expected, k=c_in)
+
+
+# Grouped NHWC layers whose panels fit in L2 run a thread's pixel rows in
+# blocks (about 128 KB of input and output rows), each block through every
+# group.  Shapes with several blocks per thread and a ragged last block, in
+# both dtypes; narrow groups (3 and 8 channels in), off-tile group widths;
+# the forward pass with a residual and a clamp, and grad input alone (the
+# same driver, grad output as A).
+GROUPED_NHWC_ROW_BLOCKS = [
+    # (n, c_in, c_out, groups, h, w)
+    (2, 60, 240, 3, 17, 19),
+    (1, 240, 60, 3, 28, 28),
+    (3, 24, 64, 8, 13, 11),
+    (1, 96, 150, 3, 23, 29),
+]
+
+
+@pytest.mark.parametrize("shape", GROUPED_NHWC_ROW_BLOCKS,
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nhwc_grouped_row_blocks(rng, dtype, threads, shape):
+    n, c_in, c_out, groups, h, w = shape
+    case = make_case(rng, dtype=dtype, layout="NHWC", n=n, c_in=c_in, c_out=c_out,
+                     h=h, w=w, groups=groups, residual=True)
+    kw = dict(layout="NHWC", groups=groups)
+    for act in (None, (-0.5, 0.75)):
+        y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                    residual=case["residual"], activation=act,
+                                    num_threads=threads, **kw)
+        expected = ref.forward(case["x"], case["weight"], case["bias"],
+                               residual=case["residual"], activation=act, **kw)
+        assert_close(y, expected, k=c_in // groups)
+    g = grad_output_like(rng, y)
+    gx, _, _ = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
+                                                output_mask=(True, False, False),
+                                                num_threads=threads, **kw)
+    ref_gx, _, _ = ref.backward(g, case["x"], case["weight"], layout="NHWC", groups=groups)
+    assert_close(gx, ref_gx, k=c_out // groups)
