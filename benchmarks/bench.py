@@ -579,7 +579,8 @@ def figures(results):
             two.append(f"{lab} vs XNNPACK 2t {f(ratio(c2, 'XNNPACK'))}, "
                        f"pwconv 2t/1t speedup {f(ratio(c2, 'pwconv 1t'))} side by side "
                        f"in the 2-thread table ({f(cross(c2, 'pwconv', c1, 'pwconv'))} "
-                       f"across the two tables)")
+                       f"across the two tables; XNNPACK's own across them "
+                       f"{f(cross(c2, 'XNNPACK', c1, 'XNNPACK'))})")
     lines.append("- 2 threads, NHWC, float32: " + ("; ".join(two) or "n/a"))
     fu = []
     for lay in ("NHWC", "NCHW"):
