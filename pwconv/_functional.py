@@ -254,6 +254,16 @@ def pointwise_conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, gr
     return run_backward(call, grad_output, x, output, mask, {})
 
 
+# Strided, unpadded NHWC grad input runs per output row, each row's few
+# pixels walking all the weights.  With weights this large it runs instead as
+# one dense GEMM over the gathered pixels (as the forward pass does), scattered
+# back.  In-process A/B, 1 thread, NHWC, stride 2: grad input of 1024->2048 at
+# 4x14x14 0.71 of the time (batch 1 0.72), 512->1024 at 4x28x28 0.89; but
+# 256->512 at 56x56 (512 KB of weights) 1.03-1.06, the copy costing more
+# than the walks.
+DENSE_GRAD_INPUT_MIN_WEIGHT_BYTES = 1 << 20
+
+
 def run_backward(call, grad_output, x, output, mask, packs):
     """Backward on checked arguments (shared with the layer object)."""
     go = np.ascontiguousarray(grad_output).reshape(call.core_out)
@@ -276,7 +286,15 @@ def run_backward(call, grad_output, x, output, mask, packs):
         # Pixels that no output reads get a zero gradient.
         gx = aligned_array(call.in_shape, call.dtype, zero=not call.identity)
         packed = call.pack(packs, "grad_input_nhwc" if panels else "grad_input_nchw")
-        if not fused:
+        if (not fused and nhwc and call.gather is not None
+                and call.w2d.nbytes >= DENSE_GRAD_INPUT_MIN_WEIGHT_BYTES):
+            dense = aligned_array(call.fwd_in, call.dtype)
+            _core.grad_input(go.reshape(call.fwd_out), packed, None,
+                             oc.reshape(call.fwd_out) if masked else None, dense,
+                             *call.fwd_geom, masked, call.lo, call.hi, threads)
+            picked = gx[call.gather]
+            picked[...] = dense.reshape(picked.shape)
+        elif not fused:
             _core.grad_input(go, packed if panels else None, None if panels else packed, oc,
                              gx.reshape(call.core_in), nhwc, sh, sw, top, left, groups,
                              masked, call.lo, call.hi, threads)

@@ -431,3 +431,31 @@ def test_large_streamed_operands(rng, dtype, layout):
     assert_close(gx, expected[0], k=168, err_msg="grad_input")
     assert_close(layer.grad_weight, expected[1], k=10000, err_msg="grad_weight")
     assert_close(layer.grad_bias, expected[2], k=10000, err_msg="grad_bias")
+
+
+# Strided, unpadded NHWC grad input with weights of a megabyte or more runs
+# as one dense GEMM over the gathered pixels, scattered back into a zeroed
+# grad input (DENSE_GRAD_INPUT_MIN_WEIGHT_BYTES); smaller weights take the
+# per-row path (here the float32 s23 case: 0.5 MB).  Both dtypes, groups, a
+# clamp, both stride axes, 1 and 2 threads, off-tile channel counts.
+@pytest.mark.parametrize("config", [
+    dict(c_in=520, c_out=530, groups=1, stride=2, activation=None),
+    dict(c_in=1040, c_out=530, groups=2, stride=(1, 2), activation="relu6"),
+    dict(c_in=370, c_out=362, groups=1, stride=(2, 3), activation=(-0.5, 0.5)),
+], ids=["s2", "g2-s12-relu6", "s23-clamp"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nhwc_strided_grad_input_large_weights(rng, dtype, threads, config):
+    c_in, c_out, groups = config["c_in"], config["c_out"], config["groups"]
+    kw = dict(stride=config["stride"], groups=groups, layout="NHWC")
+    activation = config["activation"]
+    case = make_case(rng, dtype=dtype, layout="NHWC", n=2, c_in=c_in, c_out=c_out,
+                     h=7, w=9, groups=groups, stride=kw["stride"])
+    y, g = forward_and_grad(rng, case, activation=activation, **kw)
+    output = y if activation is not None else None
+    got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
+                                           activation=activation, output=output,
+                                           num_threads=threads, **kw)
+    expected = ref.backward(g, case["x"], case["weight"], activation=activation,
+                            output=output, **kw)
+    check_grads(got, expected, case, y, groups)
