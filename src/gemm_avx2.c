@@ -190,10 +190,11 @@ INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
     /* Column remainder: pieces of 8, 4, 2 and 1 columns, so no load or
      * store touches memory past the ncols real columns.  Through a stack
      * tile and memcpy instead, each row paid a library call and a failed
-     * store forward: in-process A/B, NHWC forward at 4x28x28, 1 thread,
-     * this way took 0.80 of the time on 240->240 in 8 groups (30 channels
-     * a group), 0.75 on 384->96 in 8 (12 a group), 0.90 on 240->60 in 3;
-     * ungrouped 150->70 and NCHW layers even. */
+     * store forward: in-process A/B (both ways in one build behind a
+     * switch, two runs), NHWC forward at 4x28x28, 1 thread, this way took
+     * 0.77-0.85 of the time on 240->240 in 8 groups (30 channels a group;
+     * backward 0.84-0.88), 0.73-0.78 on 384->96 in 8 (12 a group); 240->60
+     * in 3, ungrouped 150->70 and NCHW layers even. */
     if (r) {
         __m256 r0, r1 = _mm256_setzero_ps();
         if (ncols > 8) {
