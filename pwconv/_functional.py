@@ -87,6 +87,14 @@ class Call:
                 self.fwd_in, self.fwd_out = (n, c_in, ho, wo), self.out_shape
             self.fwd_geom = (self.nhwc, 1, 1, 0, 0, self.groups)
 
+    def bound_to(self, w2d, bias):
+        """This call's checked geometry with another weight and bias (already
+        normalised): a shallow copy, 0.8 us where copy.copy takes 3."""
+        call = Call.__new__(Call)
+        call.__dict__.update(self.__dict__)
+        call.w2d, call.bias = w2d, bias
+        return call
+
     def pack(self, packs, kind):
         """The packed weight operand `kind`, cached in the dict `packs`
         (a layer's, kept until its weights change, or a fresh one)."""
@@ -131,19 +139,13 @@ def functional_call(x, weight, bias, stride, padding, groups, layout, activation
                stride, padding, groups, layout, activation, num_threads)
         known = _CALLS.get(key)
         if known is not None:
-            call = Call.__new__(Call)   # copy.copy: 3 us, this 0.8
-            call.__dict__.update(known.__dict__)
-            call.w2d = np.ascontiguousarray(weight.reshape(weight.shape[:2]))
-            call.bias = None if bias is None else np.ascontiguousarray(bias)
-            return call
+            return known.bound_to(np.ascontiguousarray(weight.reshape(weight.shape[:2])),
+                                  None if bias is None else np.ascontiguousarray(bias))
     call = Call(x, weight, bias, stride, padding, groups, layout, activation, num_threads)
     if key is not None:
         if len(_CALLS) >= 64:
             _CALLS.clear()
-        form = Call.__new__(Call)
-        form.__dict__.update(call.__dict__)
-        form.w2d = form.bias = None   # the cache keeps no caller's data alive
-        _CALLS[key] = form
+        _CALLS[key] = call.bound_to(None, None)   # keeps no caller's data alive
     return call
 
 
