@@ -275,19 +275,3 @@ def test_checks_hold_after_a_valid_call_of_the_same_form(over):
     pwconv.pointwise_conv2d_backward(**backward_kwargs(valid))
     check_raises(pwconv.pointwise_conv2d, forward_kwargs(over), TypeError, name)
     check_raises(pwconv.pointwise_conv2d_backward, backward_kwargs(over), TypeError, name)
-
-
-def test_repeated_form_binds_each_calls_weight_and_bias():
-    # Same shapes and settings, different data: each result is its own.
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 6, 5, 5)).astype(F32)
-    for _ in range(3):
-        w = rng.standard_normal((4, 6)).astype(F32)
-        b = rng.standard_normal(4).astype(F32)
-        want = np.einsum("oc,nchw->nohw", w.astype(F64), x.astype(F64)) + b[:, None, None]
-        got = pwconv.pointwise_conv2d(x, w, b, num_threads=1)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        gy = rng.standard_normal(Y_SHAPE).astype(F32)
-        gx, gw, gb = pwconv.pointwise_conv2d_backward(gy, x, w, num_threads=1)
-        np.testing.assert_allclose(gx, np.einsum("oc,nohw->nchw", w.astype(F64), gy),
-                                   rtol=1e-5, atol=1e-5)

@@ -521,3 +521,24 @@ def test_nhwc_grouped_row_blocks(rng, dtype, threads, shape):
                                                 num_threads=threads, **kw)
     ref_gx, _, _ = ref.backward(g, case["x"], case["weight"], layout="NHWC", groups=groups)
     assert_close(gx, ref_gx, k=c_out // groups)
+
+
+# The functional API keeps the checked geometry of recent call forms (same
+# shapes, dtypes and settings); each call must still compute with its own
+# weight, bias, input and residual.  Off-tile channel counts, groups, stride.
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_calls_of_one_form_use_their_own_data(rng, dtype, layout):
+    kw = dict(layout=layout, groups=2, stride=(1, 2))
+    for _ in range(3):
+        case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=22, c_out=34,
+                         h=5, w=7, groups=2, stride=(1, 2), residual=True)
+        y, expected = run_forward(case, activation="relu6", **kw)
+        assert_close(y, expected, k=11)
+        g = grad_output_like(rng, y)
+        got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
+                                               activation="relu6", output=y, **kw)
+        want = ref.backward(g, case["x"], case["weight"], activation="relu6", output=y,
+                            layout=layout, groups=2, stride=(1, 2))
+        for a, e, k in zip(got, want, (17, 2 * 5 * 4, 2 * 5 * 4)):
+            assert_close(a, e, k=k)
