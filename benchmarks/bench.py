@@ -748,8 +748,9 @@ def render(results, args, meta):
            "",
            "- pwconv: `PointwiseConv2d(..., num_threads=n)` with weights assigned "
            "once, called as `layer(x, out=y)` with `y = pwconv.empty(...)` (a "
-           "64-byte aligned buffer, as the README advises; inputs and residuals "
-           "are plain numpy arrays); training uses `layer(x, out=y)` "
+           "64-byte aligned buffer, as the README advises; inputs are plain numpy "
+           "arrays, residuals aligned like `out`, as an earlier layer's output "
+           "would be); training uses `layer(x, out=y)` "
            "then `layer.backward(grad_output)`.",
            "- pwconv 1t (in multi-thread tables only): the same pwconv call on one "
            "thread, so pwconv's own multi-thread speedup is also measured side by "
