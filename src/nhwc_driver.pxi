@@ -37,6 +37,16 @@ cdef struct NhwcJob:
 cdef size_t PREFETCH_A_MIN_BYTES = 6 * 1024 * 1024
 cdef Py_ssize_t PREFETCH_A_MIN_DEPTH = 64
 
+# A residual of up to about twice L2 comes from L3 in time for the lines the
+# kernel asks for at the start of each panel, so the driver's requests a row
+# tile ahead only add instructions.  In-process A/B, MobileNetV2 b1 shapes,
+# NHWC, 1 thread, relu6 + residual formed in place, other buffers' traffic
+# between calls, threshold 1 MB against 512 KB, two runs (a third at 2 MB
+# alike): 32->192 at 28x28 (602 KB) 0.93-0.95 of the time, 32->16 at
+# 112x112 (802 KB) 0.94 each; residual in its own buffer 0.93-0.95 and
+# 0.96-1.03; larger and smaller residuals unchanged.
+cdef size_t PREFETCH_R_MIN_BYTES = 1024 * 1024
+
 # Grouped layers walk a run of pixel rows once per group, each group
 # reading and writing its own slice of every row; past L2 that streams A
 # and C from L3 once per group, C's shared lines twice.  Where all groups'
@@ -209,8 +219,8 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     # memory, and the kernel only needs it in its epilogue, too late for the
     # hardware prefetchers to have it there on short-K layers: each row tile
     # asks for the next one's residual rows first (on a cold 112x112x96
-    # residual, about half of its extra cost).
-    J.prefetch_r = R != NULL and mtot * J.ncg * g.groups * sizeof(real) > 2 * L2_BLOCK_BYTES
+    # residual, about half of its extra cost).  Not below PREFETCH_R_MIN_BYTES.
+    J.prefetch_r = R != NULL and mtot * J.ncg * g.groups * sizeof(real) > PREFETCH_R_MIN_BYTES
     # Split pixels when each thread gets enough row tiles to amortise its
     # walk over the weights; otherwise (7x7, 14x14 maps) split the columns so
     # each thread streams only its share of the weights.
