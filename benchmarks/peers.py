@@ -373,8 +373,10 @@ def _residual(case):
     # allocates cache-line aligned (as `out` buffers are advised to be); in
     # place, it is also this call's `out`.  A numpy-allocated one starts 16
     # bytes into a line, so every 64-byte store of the in-place sum straddles
-    # two lines: MobileNetV2 b1 NHWC, 1 thread, in place 1.17 -> 1.08 of the
-    # plain call's time (residual in its own buffer 1.27 -> 1.18).
+    # two lines.  Over nine MobileNetV2 b1 NHWC shapes, 1 thread, in one
+    # process: in place 1.17 -> 1.08 of the plain call's time, residual in
+    # its own buffer 1.27 -> 1.18; this suite (90 s budget) read 1.07 / 1.13
+    # after, against 1.10 / 1.17 in the last full run before.
     rng = np.random.default_rng(1)
     r = _import("pwconv").empty(case.out_shape(), case.dtype)
     r[...] = rng.uniform(-1, 1, case.out_shape())
