@@ -139,7 +139,7 @@ def functional_call(x, weight, bias, stride, padding, groups, layout, activation
                stride, padding, groups, layout, activation, num_threads)
         known = _CALLS.get(key)
         if known is not None:
-            return known.bound_to(np.ascontiguousarray(weight.reshape(weight.shape[:2])),
+            return known.bound_to(v.weight_2d(weight),
                                   None if bias is None else np.ascontiguousarray(bias))
     call = Call(x, weight, bias, stride, padding, groups, layout, activation, num_threads)
     if key is not None:

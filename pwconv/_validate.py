@@ -144,7 +144,13 @@ def check_weight(weight, c_in, groups, dtype):
     if kg * groups != c_in:
         raise ValueError(f"weight.shape[1] must be C_in/groups = {c_in}/{groups} = "
                          f"{c_in // groups}, got weight shape {weight.shape}")
-    return np.ascontiguousarray(weight.reshape(c_out, kg))
+    return weight_2d(weight)
+
+
+def weight_2d(weight):
+    """A checked weight as the C-contiguous (C_out, C_in // groups) array
+    the core reads."""
+    return np.ascontiguousarray(weight.reshape(weight.shape[:2]))
 
 
 def check_bias(bias, c_out, dtype):
