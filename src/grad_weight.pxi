@@ -15,7 +15,8 @@
 cdef struct DwJob:
     Geom g
     bint nhwc, masked, want_w, want_b
-    bint tmode        # NCHW with fewer output than input channels: compute
+    bint tmode        # NCHW with fewer output than input channels (and
+                      # enough pixels, see grad_weight_bias): compute
                       # dW^T = X . g(dY)^T, transposing the smaller operand
     double mlo, mhi
     size_t mr, nr, ps
@@ -490,9 +491,18 @@ def grad_weight_bias(object grad_out, object x, object output, object gw,
     # the time swapped (grad weight alone 0.65), 48->96 in 2 groups 0.80;
     # allowing 512 bytes instead of 128 was even on groups of 40 and 80
     # channels and 6-7% slower on 64->384 and 128->512 in 2 groups.
+    # NCHW swaps to pack grad output rather than the input, but then pays
+    # for the transpose of dW^T at the end: where dW outweighs the packing
+    # saved (few pixels, as on 7x7 maps), it does not swap.  In-process
+    # A/B, training step, 1 thread: 576->160 to 960->320 at 1x7x7 0.90-0.95
+    # of the time (relu6 0.89-0.98), ResNet-50's 2048->512 at 1x7x7 0.78-
+    # 0.82 and 1024->512 at 1x14x14 0.95, 960->320 at 4x7x7 0.98; 2 threads
+    # 0.82-0.98 at batch 1, even at batch 4.  Grad weight alone at 1x7x7
+    # 0.71-0.90.
     mr, nr = tile_shape(x.dtype.itemsize)
     pixels = g.n * plane
-    J.tmode = g.simple and ((not nhwc and g.ng < g.kg) or
+    J.tmode = g.simple and ((not nhwc and g.ng < g.kg and
+                             4 * pixels * (g.kg - g.ng) > 3 * g.ng * g.kg) or
                             (nhwc and g.kg < g.ng and
                              g.kg * x.dtype.itemsize <= 128 and
                              pixels * (g.ng - g.kg) > 3 * g.ng * g.kg))

@@ -407,6 +407,30 @@ def test_nchw_grad_weight_masked_over_long_planes(rng, dtype, groups, c_in, c_ou
         assert_close(a, b, k=k)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("activation", [None, "relu6"], ids=str)
+@pytest.mark.parametrize("n,h,w,groups,c_in,c_out", [
+    (1, 3, 3, 1, 64, 32), (1, 3, 3, 2, 64, 32), (2, 13, 12, 1, 40, 14)],
+    ids=["dw-large", "dw-large-groups", "pixels-many"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_grad_weight_either_side_of_the_swap(rng, dtype, n, h, w, groups, c_in, c_out,
+                                                 activation, threads):
+    # With fewer output than input channels NCHW grad weight packs grad
+    # output and transposes dW^T at the end, unless dW outweighs the pixels
+    # (a 3x3 map of 64 -> 32 channels): then it packs the input instead.
+    kw = dict(layout="NCHW", groups=groups, activation=activation, num_threads=threads)
+    case = make_case(rng, dtype=dtype, layout="NCHW", n=n, c_in=c_in, c_out=c_out, h=h,
+                     w=w, groups=groups)
+    case["weight"] = (case["weight"] / np.sqrt(c_in // groups)).astype(dtype)
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"], **kw)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"], output=y, **kw)
+    kw.pop("num_threads")
+    want = ref.backward(g, case["x"], case["weight"], output=y, **kw)
+    for a, b, k in zip(got, want, (c_out // groups, n * h * w, n * h * w)):
+        assert_close(a, b, k=k)
+
+
 # Inputs and grad outputs over 6 MB, 160 deep: the NHWC driver then asks
 # for each next row tile's A rows ahead (forward: x; grad input: grad
 # output).  10000 pixels leave a ragged last tile, whose successor the
