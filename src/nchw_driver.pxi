@@ -19,6 +19,8 @@ cdef struct NchwJob:
     Py_ssize_t strip, nstrips     # pixels per strip, strips per image
     Py_ssize_t rsplit             # pieces the C rows are cut into
     Py_ssize_t kblock             # depth per pass over the row tiles
+    bint ahead_b                  # ask for the next strip's B rows early
+    Py_ssize_t team_step          # items from one a thread takes to its next
     bint b_in_l1                  # B's rows, read in place, stay in L1
     bint prefetch_r               # ask for the next row tile's R a tile early
     bint masked
@@ -89,6 +91,17 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     # dropping it was 2-6% faster on MobileNetV2 shapes at batch 1 to 16
     # (in-process A/B, forward and grad input, 1 thread; strided layers
     # within 2%).
+    # The next strip's B rows (of the item this thread likely takes next),
+    # a share asked for by each row tile's GEMM while it runs (J.ahead_b).
+    cdef const char *nb = NULL
+    cdef Py_ssize_t nb_width = 0, nb_tiles = 0, nb_tile = 0, nb_lo, nb_hi
+    cdef Py_ssize_t nit = it + J.team_step, nn
+    if J.ahead_b and nit < g.n * J.nstrips:
+        nn = nit // J.nstrips
+        nb_width = imin(J.strip, g.ho * g.wo - nit % J.nstrips * J.strip)
+        nb = <const char *>(B + (nn * J.b_planes + r0 // J.rows_g * J.kc) * J.b_plane
+                            + nit % J.nstrips * J.strip)
+        nb_tiles = cdiv(imin(r1, (r0 // J.rows_g + 1) * J.rows_g) - r0, J.mr)
     row = r0
     while row < r1:
         grp = row // J.rows_g
@@ -129,7 +142,19 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                     c_rs = J.c_plane
                 prm.c_rs = dprm.c_rs = lprm.c_rs = c_rs
                 prm.r_rs = dprm.r_rs = lprm.r_rs = c_rs
+                dprm.ahead = prm.ahead = NULL
+                if nb != NULL and nb_tile < nb_tiles:
+                    nb_lo = nb_tile * J.kc // nb_tiles
+                    nb_hi = (nb_tile + 1) * J.kc // nb_tiles
+                    nb_tile += 1
+                    dprm.ahead = prm.ahead = nb + nb_lo * J.b_plane * sizeof(real)
+                    dprm.ahead_rows = prm.ahead_rows = nb_hi - nb_lo
+                    dprm.ahead_row_bytes = prm.ahead_row_bytes = nb_width * sizeof(real)
+                    dprm.ahead_rs = prm.ahead_rs = J.b_plane * sizeof(real)
+                    if full:
+                        prm.ahead = NULL     # the tail's call is short
                 if full and J.prefetch_r and k0 == 0 and not scatter:
+                    dprm.ahead = NULL
                     # As in the NHWC driver: a residual from memory is only
                     # read by the epilogue, too late for the prefetchers on
                     # short depths.  The row tile goes in pieces, each
@@ -171,6 +196,18 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
             k0 += kb
             if k0 >= J.kc:
                 break
+
+
+# B tensors this large come from memory, through as many streams as B has
+# rows, more than the prefetchers follow; each row tile's GEMM then asks
+# for its share of the next strip's rows (pw_gemm_params.ahead).  In-process
+# A/B, forward, 1 thread, other traffic evicting everything between calls:
+# 96->24 and 144->24 at 8x56x56 0.77 / 0.83 of the time, at 4x56x56 0.92
+# and 1.05; with B in L3, 8x56x56 1.00 / 0.87 but 4x56x56 1.07 / 1.03,
+# hence 8 MB.  Training step at 16x56x56 beside numpy and torch 0.91-0.92.
+# Shallow B (16->96, 32->16) was 3-15% slower with it.
+cdef Py_ssize_t NCHW_AHEAD_MIN_DEPTH = 64
+cdef size_t NCHW_AHEAD_MIN_BYTES = 8 << 20
 
 
 cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -243,6 +280,11 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.nstrips = cdiv(plane, J.strip)
     items = g.n * J.nstrips * J.rsplit
     team = plan_threads(nthreads, flops, items)
+    # A dynamic schedule hands a thread about every team-th item.
+    J.team_step = team
+    J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
+                 and J.kc >= NCHW_AHEAD_MIN_DEPTH
+                 and g.n * J.b_planes * J.b_plane * sizeof(real) >= NCHW_AHEAD_MIN_BYTES)
     # No streamed stores here: on 16->96 at 8x112x112 they made the forward
     # pass 34% slower (in-process A/B), each tile's rows being lines in six
     # channel planes far apart rather than one run of memory.
