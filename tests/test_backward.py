@@ -410,14 +410,15 @@ def test_nchw_grad_weight_masked_over_long_planes(rng, dtype, groups, c_in, c_ou
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("activation", [None, "relu6"], ids=str)
 @pytest.mark.parametrize("n,h,w,groups,c_in,c_out", [
-    (1, 3, 3, 1, 64, 32), (1, 3, 3, 2, 64, 32), (2, 13, 12, 1, 40, 14)],
+    (1, 3, 3, 1, 70, 33), (1, 3, 3, 2, 70, 34), (2, 13, 12, 1, 40, 14)],
     ids=["dw-large", "dw-large-groups", "pixels-many"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_nchw_grad_weight_either_side_of_the_swap(rng, dtype, n, h, w, groups, c_in, c_out,
                                                  activation, threads):
     # With fewer output than input channels NCHW grad weight packs grad
     # output and transposes dW^T at the end, unless dW outweighs the pixels
-    # (a 3x3 map of 64 -> 32 channels): then it packs the input instead.
+    # (a 3x3 map of 70 -> 33 channels): then it packs the input instead.
+    # Channel counts off the 6x16 tile on both sides.
     kw = dict(layout="NCHW", groups=groups, activation=activation, num_threads=threads)
     case = make_case(rng, dtype=dtype, layout="NCHW", n=n, c_in=c_in, c_out=c_out, h=h,
                      w=w, groups=groups)
