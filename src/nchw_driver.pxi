@@ -86,13 +86,12 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     dprm = prm                      # whole panels read in place
     dprm.panel_stride = J.nr
     dprm.b_ks = J.b_plane
-    # No software prefetch of the next strip's B rows: it once made the
-    # b4 forward pass 4-11% faster, but with today's strips and kernels
-    # dropping it was 2-6% faster on MobileNetV2 shapes at batch 1 to 16
-    # (in-process A/B, forward and grad input, 1 thread; strided layers
-    # within 2%).
     # The next strip's B rows (of the item this thread likely takes next),
-    # a share asked for by each row tile's GEMM while it runs (J.ahead_b).
+    # a share asked for by each row tile's GEMM while it runs, only where
+    # B comes from memory (J.ahead_b, see NCHW_AHEAD_MIN_BYTES).  Asked for
+    # on every B, as an earlier version did, dropping it was 2-6% faster on
+    # MobileNetV2 shapes at batch 1 to 16 (in-process A/B, forward and
+    # grad input, 1 thread; strided layers within 2%).
     cdef const char *nb = NULL
     cdef Py_ssize_t nb_width = 0, nb_tiles = 0, nb_tile = 0, nb_lo, nb_hi
     cdef Py_ssize_t nit = it + J.team_step, nn
