@@ -244,7 +244,8 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc,
                                              rj, ncols, row_bias, p));
             break;
         case 16:
-            panel_f32(MRC, 16, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            WITH_EPI_INSTANCE(epi, panel_f32(MRC, 16, EPI_NOW, mr, rows, panel, c + j0,
+                                             rj, ncols, row_bias, p));
             break;
         default:
             panel_f32(MRC, 8, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
