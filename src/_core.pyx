@@ -89,6 +89,17 @@ cdef Py_ssize_t NCHW_DIRECT_MAX_DEPTH = 256
 # mixed (144->24 and 32->32 at 56x56 10% slower, 96->24 at 4x56x56 6%
 # faster).
 cdef Py_ssize_t NCHW_DIRECT_MAX_ROWS = 32
+# Panels of 128 bytes (the AVX-512 tile: 32 floats, 16 doubles) read two
+# whole lines of each B row per k step in place, and there the NCHW driver
+# reads in place up to 96 rows and 576 deep.  In-process A/B on a Zen 4
+# host, forward, 1 thread, against 32 and 256: MobileNetV2 b1 0.98 of the
+# time (the 14x14 projections, 64-96 rows and K 192-576, 0.93-0.96; 16->96
+# at 112x112 0.93), b8 0.98, float64 b1 0.99, ResNet-50 b1 even; grad input
+# alone 64->384 and 96->576 at 4x14x14 0.93.  The AVX2 tile (64-byte
+# panels) on the same host measured even with those limits (576->96 and
+# 384->96 1.06, 384->64 0.96), so it keeps the ones above.
+cdef Py_ssize_t NCHW_DIRECT_MAX_ROWS_WIDE = 96
+cdef Py_ssize_t NCHW_DIRECT_MAX_DEPTH_WIDE = 576
 
 
 # NHWC outputs past half the last-level cache (16 MB where the OS does not

@@ -18,6 +18,7 @@ cdef struct NchwJob:
     size_t mr, nr, ps
     Py_ssize_t strip, nstrips     # pixels per strip, strips per image
     Py_ssize_t rsplit             # pieces the C rows are cut into
+    Py_ssize_t direct_max_rows    # C rows up to which B may be read in place
     Py_ssize_t kblock             # depth per pass over the row tiles
     bint ahead_b                  # ask for the next strip's B rows early
     Py_ssize_t team_step          # items from one a thread takes to its next
@@ -49,7 +50,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     # copy (NCHW_DIRECT_MAX_ROWS), whole panels are read in place and only
     # the ragged tail is packed.
     cdef bint direct = (not J.masked and (J.grad_input or g.simple)
-                        and rtot <= NCHW_DIRECT_MAX_ROWS and J.b_in_l1)
+                        and rtot <= J.direct_max_rows and J.b_in_l1)
     cdef size_t panels_bytes
     cdef char *buf
     cdef real *bp
@@ -248,8 +249,11 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # In place only up to NCHW_DIRECT_MAX_DEPTH rows: deeper strips are
     # narrow (a few panels wide), so in place they are that many short row
     # pieces per strip, while packed panels stream.
+    cdef bint wide = J.nr * sizeof(real) >= 128
+    J.direct_max_rows = NCHW_DIRECT_MAX_ROWS_WIDE if wide else NCHW_DIRECT_MAX_ROWS
     J.b_in_l1 = (l1_holds_rows(J.b_plane * sizeof(real), imin(J.kc, J.kblock))
-                 and imin(J.kc, J.kblock) <= NCHW_DIRECT_MAX_DEPTH)
+                 and imin(J.kc, J.kblock) <= (NCHW_DIRECT_MAX_DEPTH_WIDE if wide
+                                              else NCHW_DIRECT_MAX_DEPTH))
     # As many panels per strip as keep one depth block of them in half the
     # L2 budget: the kernel walks all of them for each row tile of weights,
     # so the weights are read once per strip and the strip stays in L2.
