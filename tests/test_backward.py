@@ -486,3 +486,27 @@ def test_nhwc_strided_grad_input_large_weights(rng, dtype, threads, config):
     expected = ref.backward(g, case["x"], case["weight"], activation=activation,
                             output=output, **kw)
     check_grads(got, expected, case, y, groups)
+
+
+# NCHW reads B planes in place up to a number of C rows and a depth that
+# depend on the kernel's panel width (wider with the AVX-512 tile): these
+# shapes sit between the narrow and the wide limits, as C rows and depth
+# of the forward pass (300 -> 50) and of grad input (50 -> 300), on a plane
+# whose rows a panel reads without crowding L1.  Grad input reads its B in
+# place only without an activation mask, hence both.
+@pytest.mark.parametrize("activation", [None, "relu6"], ids=str)
+@pytest.mark.parametrize("c_in,c_out", [(300, 50), (50, 300), (90, 90)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_planes_read_in_place_up_to_the_wide_limits(rng, dtype, c_in, c_out,
+                                                         activation):
+    case = make_case(rng, dtype=dtype, layout="NCHW", n=2, c_in=c_in, c_out=c_out,
+                     h=14, w=14, residual=True)
+    kw = dict(layout="NCHW", activation=activation)
+    y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                residual=case["residual"], **kw)
+    expected = ref.forward(case["x"], case["weight"], case["bias"],
+                           residual=case["residual"], **kw)
+    assert_close(y, expected, k=c_in)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got, expected = run_backward(g, case, y, **kw)
+    check_grads(got, expected, case, y, 1)
