@@ -58,9 +58,9 @@ INLINE __mmask8 mask8(ptrdiff_t n)
 /* A panel's width class, fixed at compile time: 32 columns in two zmm
  * vectors, 24 in a zmm and a ymm, 16 in one zmm, 8 in one ymm.  A last
  * panel takes the narrowest class that holds its columns, so C_out % 32 ==
- * 24 (MobileNet's 24-channel layers, half their columns' FMAs wasted at full
- * width) and NCHW planes' short tails (14x14 leaves 4 pixels, 7x7 leaves
- * 17) do not pay for padding.  The arithmetic per element is the same FMA
+ * 24 (MobileNet's 24-channel layers, a quarter of their FMAs on padding at
+ * full width) and NCHW planes' short tails (14x14 leaves 4 pixels, 7x7
+ * leaves 17) do not pay for padding.  The arithmetic per element is the same FMA
  * chain in every class, so results do not depend on it. */
 #define PANEL_CLASS(ncols) ((ncols) > 24 ? 32 : (ncols) > 16 ? 24 : (ncols) > 8 ? 16 : 8)
 
