@@ -50,7 +50,7 @@ DEFINE_MASK_ROW(mask_row_f64, double)
 #define PACK_AHEAD 4
 #define TRANSPOSE_KBLOCK 64
 
-#define DEFINE_PACK(NAME, T, COPY_ROW, MASK_ROW)                               \
+#define DEFINE_PACK(NAME, T, COPY_ROW, MASK_ROW, TRANSPOSE)                    \
 void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
           const T *src, ptrdiff_t k_stride, ptrdiff_t j_stride,                \
           const ptrdiff_t *k_off, const ptrdiff_t *j_off, const T *head,       \
@@ -63,6 +63,22 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
         T *panel = dst + p * panel_stride;                                     \
         for (size_t j = 0; j < nr; j++)                                        \
             panel[j] = head && j < w ? head[j0 + j] : (T)0;                    \
+    }                                                                          \
+    if (!j_off && !k_off && !mask && k_stride == 1 && j_stride != 1) {         \
+        /* Channel planes, each column's k run contiguous: a plain transpose \
+         * per panel, in vector blocks.  The column walk below stored one     \
+         * value at a time: 40% of a 32->16 NCHW grad weight at 4x112x112     \
+         * (perf). */                                                         \
+        for (size_t p = 0; p < npanels; p++) {                                 \
+            const size_t j0 = p * nr, w = ncols - j0 < nr ? ncols - j0 : nr;   \
+            T *rows = dst + p * panel_stride + nr;                             \
+            TRANSPOSE(rows, (ptrdiff_t)nr, src + (ptrdiff_t)j0 * j_stride,      \
+                      j_stride, w, kc, NULL, 0, 0, 0, 0);                      \
+            if (w < nr)                                                        \
+                for (size_t k = 0; k < kc; k++)                                \
+                    memset(rows + k * nr + w, 0, (nr - w) * sizeof(T));       \
+        }                                                                      \
+        return;                                                                \
     }                                                                          \
     if (j_off || j_stride != 1) {                                              \
         /* Columns are far apart in src (a transpose, as for NCHW input in   \
@@ -171,8 +187,8 @@ void NAME(T *dst, size_t nr, size_t panel_stride, size_t kc, size_t ncols,     \
     }                                                                          \
 }
 
-DEFINE_PACK(pw_pack_f32, float, copy_row_f32, mask_row_f32)
-DEFINE_PACK(pw_pack_f64, double, copy_row_f64, mask_row_f64)
+DEFINE_PACK(pw_pack_f32, float, copy_row_f32, mask_row_f32, pw_transpose_f32)
+DEFINE_PACK(pw_pack_f64, double, copy_row_f64, mask_row_f64, pw_transpose_f64)
 
 
 /* Copies rows, masked or not, and sums the result along rows and columns

@@ -137,15 +137,17 @@ def test_neon_file_compiles_natively(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-# The hand-vectorised helpers, each checker against the one file it tests:
-# grad bias sums and grad weight's A regrouping (pw_pack.c), the pixel-tile
-# move out to the planes and dW^T into dW (pw_transpose.c).
-HELPER_CHECKS = [("check_sums", "pw_pack.c"), ("check_transpose", "pw_transpose.c")]
+# The hand-vectorised helpers, each checker against the files it tests:
+# grad bias sums, grad weight's A regrouping and the packing of channel
+# planes (pw_pack.c, which calls pw_transpose.c's transposes), the
+# pixel-tile move out to the planes and dW^T into dW (pw_transpose.c).
+HELPER_CHECKS = [("check_sums", "pw_pack.c pw_transpose.c"),
+                 ("check_transpose", "pw_transpose.c")]
 
 
 def _check_helper(name, source, cc, exe, runner=(), extra=()):
     cmd = [cc, *CFLAGS, *extra, "-I" + SRC, os.path.join(ROOT, "tests", "c", name + ".c"),
-           os.path.join(SRC, source), "-o", str(exe), "-lm"]
+           *(os.path.join(SRC, s) for s in source.split()), "-o", str(exe), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, " ".join(cmd) + "\n" + proc.stdout + proc.stderr
     proc = subprocess.run([*runner, str(exe)], capture_output=True, text=True,

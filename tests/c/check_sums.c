@@ -1,5 +1,6 @@
-/* check_sums: the grad-bias sums and grad weight's A regrouping in
- * src/pw_pack.c, against plain loops, for float and double.
+/* check_sums: the grad-bias sums, grad weight's A regrouping and the
+ * packing of channel planes in src/pw_pack.c (with the transposes of
+ * src/pw_transpose.c it calls), against plain loops, for float and double.
  *
  * pw_pack_a (NHWC grad weight's A: grad output pixels regrouped per tile of
  * mr channels, masked or not, with the column sums riding along) must copy
@@ -76,6 +77,44 @@ static void check_pack_a_##SUFFIX(size_t mr, size_t kq, size_t nch, int masked, 
     free(src); free(mask); free(dst); free(got); free(want);                   \
 }                                                                              \
                                                                                \
+/* pw_pack from channel planes (k contiguous, columns js apart): each panel  \
+ * holds the head row, then row k = column values at pixel k, zeros past    \
+ * the last column, masked or not. */                                        \
+static void check_pack_planes_##SUFFIX(size_t nr, size_t kc, size_t ncols,   \
+                                       int masked, int head)                   \
+{                                                                              \
+    const size_t js = kc + 5, ps = pw_panel_stride(kc, nr);                    \
+    const size_t npanels = (ncols + nr - 1) / nr;                              \
+    const T lo = 0, hi = (T)0.75;                                              \
+    T *src = malloc(ncols * js * sizeof(T) + 1);                               \
+    T *mask = malloc(ncols * js * sizeof(T) + 1);                              \
+    T *hd = malloc(ncols * sizeof(T) + 1);                                     \
+    T *dst = malloc(npanels * ps * sizeof(T) + 1);                             \
+    for (size_t i = 0; i < ncols * js; i++) {                                  \
+        src[i] = (T)urand();                                                   \
+        mask[i] = (T)urand();                                                  \
+    }                                                                          \
+    for (size_t j = 0; j < ncols; j++) hd[j] = (T)urand();                     \
+    for (size_t i = 0; i < npanels * ps; i++) dst[i] = (T)NAN;                 \
+    pw_pack_##SUFFIX(dst, nr, ps, kc, ncols, src, 1, (ptrdiff_t)js, NULL, NULL, \
+                     head ? hd : NULL, masked ? mask : NULL, lo, hi);          \
+    for (size_t p = 0; p < npanels; p++)                                       \
+        for (size_t k = 0; k <= kc; k++)                                       \
+            for (size_t jj = 0; jj < nr; jj++) {                               \
+                const size_t j = p * nr + jj;                                  \
+                T v = 0;                                                       \
+                if (j < ncols && k == 0 && head) v = hd[j];                    \
+                if (j < ncols && k > 0) {                                      \
+                    v = src[j * js + k - 1];                                   \
+                    if (masked) v = KEEP(v, mask[j * js + k - 1], lo, hi);     \
+                }                                                              \
+                if (!(dst[p * ps + k * nr + jj] == v))                         \
+                    fail("pack planes", #T, nr, kc, ncols, masked, k * nr + jj); \
+            }                                                                  \
+    cases++;                                                                   \
+    free(src); free(mask); free(hd); free(dst);                                \
+}                                                                              \
+                                                                               \
 static void check_mask_rows_##SUFFIX(size_t rows, size_t cols, int masked,     \
                                      int copy)                                 \
 {                                                                              \
@@ -144,6 +183,17 @@ int main(void)
                 check_mask_rows_f32(rows, lengths[l], v & 1, v >> 1);
                 check_mask_rows_f64(rows, lengths[l], v & 1, v >> 1);
             }
+    /* Panel widths of every kernel, depths around the 4x4 vector blocks
+     * and the transposes' 16-wide tiles, columns around whole panels. */
+    static const size_t widths[] = {8, 16, 32};
+    static const size_t kcs[] = {1, 3, 4, 5, 15, 16, 17, 64, 67};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+        for (size_t k = 0; k < sizeof kcs / sizeof kcs[0]; k++)
+            for (size_t ncols = 1; ncols <= 2 * widths[w] + 5; ncols++)
+                for (int v = 0; v < 4; v++) {
+                    check_pack_planes_f32(widths[w], kcs[k], ncols, v & 1, v >> 1);
+                    check_pack_planes_f64(widths[w], kcs[k], ncols, v & 1, v >> 1);
+                }
     printf("check_sums: OK, %ld cases\n", cases);
     return 0;
 }
