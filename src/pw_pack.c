@@ -244,7 +244,7 @@ DEFINE_MASK_ROWS(pw_mask_rows_f64, double)
 #define PACK_A_GROUP_TILES(MRC, T)                                             \
     (((2 * (MRC)) % (16 / sizeof(T)) == 0 && 2 * (MRC) * sizeof(T) >= 64) ? 2 \
      : ((4 * (MRC)) % (16 / sizeof(T)) == 0) ? 4 : 0)
-#define DEFINE_PACK_A_PAIRS(NAME, T)                                           \
+#define DEFINE_PACK_A_GROUPS(NAME, T)                                          \
 static inline size_t NAME(const size_t MRC, T *dst, const T *src,              \
                           ptrdiff_t src_ps, size_t kq, size_t nch,             \
                           double *col_sums)                                    \
@@ -278,7 +278,7 @@ static inline size_t NAME(const size_t MRC, T *dst, const T *src,              \
     return t;                                                                  \
 }
 #else
-#define DEFINE_PACK_A_PAIRS(NAME, T)                                           \
+#define DEFINE_PACK_A_GROUPS(NAME, T)                                          \
 static inline size_t NAME(const size_t MRC, T *dst, const T *src,              \
                           ptrdiff_t src_ps, size_t kq, size_t nch,             \
                           double *col_sums)                                    \
@@ -289,8 +289,8 @@ static inline size_t NAME(const size_t MRC, T *dst, const T *src,              \
 }
 #endif
 
-DEFINE_PACK_A_PAIRS(pack_a_pairs_float, float)
-DEFINE_PACK_A_PAIRS(pack_a_pairs_double, double)
+DEFINE_PACK_A_GROUPS(pack_a_groups_float, float)
+DEFINE_PACK_A_GROUPS(pack_a_groups_double, double)
 
 #define DEFINE_PACK_A_BODY(NAME, T)                                            \
 static inline void NAME(const size_t MRC, T *dst, const T *src,                \
@@ -326,7 +326,7 @@ static inline void NAME(const size_t MRC, T *dst, const T *src,                \
         }                                                                      \
         return;                                                                \
     }                                                                          \
-    for (size_t t = pack_a_pairs_##T(MRC, dst, src, src_ps, kq, nch, col_sums); \
+    for (size_t t = pack_a_groups_##T(MRC, dst, src, src_ps, kq, nch, col_sums); \
          t < ntiles; t++) {                                                    \
         const size_t c0 = t * MRC;                                             \
         const size_t w = nch - c0 < MRC ? nch - c0 : MRC;                      \
