@@ -41,6 +41,23 @@ cdef inline void pack_a(real *dst, size_t mr, const real *src, Py_ssize_t src_ps
         pw_pack_a_f64(dst, mr, src, src_ps, kq, nch, mask, lo, hi, col_sums)
 
 
+cdef inline void ask_ahead_share(pw_gemm_params *prm, const char *lines,
+                                 Py_ssize_t nbytes, Py_ssize_t rows, ptrdiff_t rs,
+                                 Py_ssize_t tile, Py_ssize_t ntile) noexcept nogil:
+    """Points prm's lines asked ahead (pw_gemm_params.ahead) at row tile
+    `tile`'s share of ntile: nbytes of each of `rows` rows from `lines`, rs
+    bytes apart, cut at whole cache lines, the last share taking the rest.
+    None where lines is NULL or the share is empty."""
+    cdef Py_ssize_t lo = tile * nbytes // ntile // 64 * 64
+    cdef Py_ssize_t hi = (tile + 1) * nbytes // ntile // 64 * 64 if tile + 1 < ntile else nbytes
+    prm.ahead = NULL
+    if lines != NULL and hi > lo:
+        prm.ahead = lines + lo
+        prm.ahead_rows = rows
+        prm.ahead_rs = rs
+        prm.ahead_row_bytes = hi - lo
+
+
 cdef void dw_swapped_chunk(const DwJob *J, const real *src, const real *a,
                            Py_ssize_t kq, Py_ssize_t grp, real *part, real *bp,
                            bint first, const pw_gemm_params *prm, Py_ssize_t rlo,
@@ -65,19 +82,10 @@ cdef void dw_swapped_chunk(const DwJob *J, const real *src, const real *a,
     if g.ng > full:
         pack(bp, nr, J.ps, kq, g.ng - full, src + full, g.cout, 1, NULL, NULL,
              <real *>NULL, <real *>NULL, 0, 0)
-    cdef Py_ssize_t ntile = cdiv(rhi - rlo, J.mr), tile, lo_b, hi_b
+    cdef Py_ssize_t ntile = cdiv(rhi - rlo, J.mr)
     while co < rhi:
         c = part + (grp * g.kg + co) * g.ng
-        dprm.ahead = NULL
-        if nxt != NULL:
-            tile = (co - rlo) // J.mr
-            lo_b = tile * nxt_bytes // ntile // 64 * 64
-            hi_b = (tile + 1) * nxt_bytes // ntile // 64 * 64 if tile + 1 < ntile else nxt_bytes
-            if hi_b > lo_b:
-                dprm.ahead = nxt + lo_b
-                dprm.ahead_rows = nxt_rows
-                dprm.ahead_rs = nxt_rs
-                dprm.ahead_row_bytes = hi_b - lo_b
+        ask_ahead_share(&dprm, nxt, nxt_bytes, nxt_rows, nxt_rs, (co - rlo) // J.mr, ntile)
         if full:
             gemm(imin(J.mr, rhi - co), full, a + co, src, c, NULL,
                  NULL if first else c, &dprm)
@@ -194,11 +202,11 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
     cdef bint direct = J.direct_b
     cdef const char *x_next = NULL
     cdef const char *g_next = NULL
-    cdef Py_ssize_t g_next_bytes = 0
+    cdef Py_ssize_t next_pix, next_kq = 0
     cdef ptrdiff_t out_from_gout = 0     # bytes from grad output to the output
     if J.masked:
         out_from_gout = <const char *>output - <const char *>gout
-    cdef Py_ssize_t x_next_bytes = 0, q_next, lo_b, hi_b
+    cdef Py_ssize_t q_next
     cdef Py_ssize_t ntile_g = cdiv(g.ng, J.mr)     # row tiles sharing x_next
     cdef pw_gemm_params prm, dprm
     if buf == NULL:
@@ -255,14 +263,15 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
         # threads 0.83, batch 16 0.78, the AVX2 kernel 0.84), 24->144 at
         # 56x56 0.87-0.89; with relu6 0.95 and 0.96; MobileNetV2 in all 0.967.
         g_next = NULL
-        if J.nhwc and J.tmode and ci + 1 < c1:
+        if J.nhwc and ci + 1 < c1:
+            # This thread's next chunk: its first pixel and its pixels.
             q_next = ((ci + 1) % J.nchunks_img) * J.chunk
-            g_next = <const char *>(gout + (((ci + 1) // J.nchunks_img) * plane + q_next) * g.cout)
-            g_next_bytes = imin(J.chunk, plane - q_next) * g.cout * sizeof(real)
-        if J.nhwc and direct and not J.tmode and ci + 1 < c1:
-            q_next = ((ci + 1) % J.nchunks_img) * J.chunk
-            x_next = <const char *>(x + (((ci + 1) // J.nchunks_img) * plane + q_next) * g.cin)
-            x_next_bytes = imin(J.chunk, plane - q_next) * g.cin * sizeof(real)
+            next_pix = ((ci + 1) // J.nchunks_img) * plane + q_next
+            next_kq = imin(J.chunk, plane - q_next)
+            if J.tmode:
+                g_next = <const char *>(gout + next_pix * g.cout)
+            elif direct:
+                x_next = <const char *>(x + next_pix * g.cin)
         if not J.nhwc:
             if J.fuse_gx and not gx_last:
                 # This chunk's grad output rows (all channels), masked once
@@ -299,7 +308,8 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                 if J.want_w:
                     dw_swapped_chunk(J, src, x + (n * plane + q0) * g.cin + grp * g.kg,
                                      kq, grp, part, bp, first, &prm, rlo, rhi,
-                                     g_next if grp == 0 else NULL, g_next_bytes,
+                                     g_next if grp == 0 else NULL,
+                                     next_kq * g.cout * sizeof(real),
                                      2 if J.masked else 1, out_from_gout)
             first = False
             continue
@@ -432,14 +442,9 @@ cdef void dw_thread(const DwJob *J, Py_ssize_t t, const real *gout,
                     if direct and pb * <Py_ssize_t>J.nr < full:
                         # whole panels in place; a ragged last panel is packed
                         ncols = imin(ncols, full - pb * <Py_ssize_t>J.nr)
-                        dprm.ahead = NULL
-                        if x_next != NULL and pb == 0 and grp == 0:
-                            lo_b = (co // J.mr) * x_next_bytes // ntile_g // 64 * 64
-                            hi_b = ((co // J.mr + 1) * x_next_bytes // ntile_g // 64 * 64
-                                    if co + J.mr < g.ng else x_next_bytes)
-                            dprm.ahead = x_next + lo_b
-                            dprm.ahead_rows = 1
-                            dprm.ahead_row_bytes = hi_b - lo_b
+                        ask_ahead_share(&dprm, x_next if pb == 0 and grp == 0 else NULL,
+                                        next_kq * g.cin * sizeof(real), 1, 0,
+                                        co // J.mr, ntile_g)
                         gemm(imin(J.mr, rhi - co), ncols, a_tile,
                              bsrc + pb * <Py_ssize_t>J.nr, c, NULL,
                              NULL if first else c, &dprm)
