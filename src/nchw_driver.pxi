@@ -23,7 +23,6 @@ cdef struct NchwJob:
     bint ahead_b                  # ask for the next strip's B rows early
     Py_ssize_t team_step          # items from one a thread takes to its next
     bint b_in_l1                  # B's rows, read in place, stay in L1
-    bint prefetch_r               # ask for the next row tile's R a tile early
     bint masked
     double mlo, mhi
     pw_gemm_params prm
@@ -42,7 +41,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     # Row pieces start on whole tiles, so only the last piece has a short one.
     cdef Py_ssize_t r0 = (rs * rtot // J.rsplit) // J.mr * J.mr
     cdef Py_ssize_t r1 = rtot if rs + 1 == J.rsplit else ((rs + 1) * rtot // J.rsplit) // J.mr * J.mr
-    cdef Py_ssize_t grp, row, rend, mr_, j, jw, i, off, full, tail
+    cdef Py_ssize_t grp, row, rend, mr_, j, i, off, full, tail
     cdef Py_ssize_t *joff = NULL
     cdef bint scatter = J.grad_input and not g.simple
     # Where B's strip is contiguous (no stride or padding to gather through,
@@ -153,23 +152,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                     dprm.ahead_rs = prm.ahead_rs = J.b_plane * sizeof(real)
                     if full:
                         prm.ahead = NULL     # the tail's call is short
-                if full and J.prefetch_r and k0 == 0 and not scatter:
-                    dprm.ahead = NULL
-                    # As in the NHWC driver: a residual from memory is only
-                    # read by the epilogue, too late for the prefetchers on
-                    # short depths.  The row tile goes in pieces, each
-                    # asking for the next piece's residual lines first.
-                    j = 0
-                    while j < full:
-                        jw = imin(PREFETCH_R_COLS, full - j)
-                        pw_prefetch_rows(R + (cbase - C) + j + jw, mr_,
-                                         imin(PREFETCH_R_COLS, width - j - jw) * sizeof(real),
-                                         c_rs * sizeof(real))
-                        gemm(mr_, jw, A + row * J.kc, src + j, cbase + j,
-                             rowbias + row if rowbias != NULL else NULL,
-                             R + (cbase - C) + j, &dprm)
-                        j += jw
-                elif full:
+                if full:
                     gemm(mr_, full, A + row * J.kc + k0, src + k0 * J.b_plane, cbase,
                          rowbias + row if rowbias != NULL and k0 == 0 else NULL,
                          (R + (cbase - C) if R != NULL and not scatter else NULL)
@@ -216,11 +199,6 @@ cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a
 
 
-# Columns per piece of a row tile whose residual is prefetched a piece
-# ahead: 6 rows of 128 floats are 48 lines, within the fill buffers' reach.
-cdef Py_ssize_t PREFETCH_R_COLS = 128
-
-
 cdef bint l1_holds_rows(Py_ssize_t stride_bytes, Py_ssize_t rows) noexcept nogil:
     """Whether `rows` cache lines `stride_bytes` apart (one panel of B read in
     place) mostly stay in a 32 KB, 8-way, 64-set L1.  A stride that is a
@@ -245,7 +223,6 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.kblock = KBLOCK_BYTES // sizeof(real)
-    J.prefetch_r = R != NULL and g.n * plane * rtot * sizeof(real) > 2 * L2_BLOCK_BYTES
     # In place only up to NCHW_DIRECT_MAX_DEPTH rows: deeper strips are
     # narrow (a few panels wide), so in place they are that many short row
     # pieces per strip, while packed panels stream.
@@ -288,13 +265,28 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
                  and J.kc >= NCHW_AHEAD_MIN_DEPTH
                  and g.n * J.b_planes * J.b_plane * sizeof(real) >= NCHW_AHEAD_MIN_BYTES)
-    # No streamed stores here: on 16->96 at 8x112x112 they made the forward
-    # pass 34% slower (in-process A/B), each tile's rows being lines in six
-    # channel planes far apart rather than one run of memory.
+    # Plain outputs keep ordinary stores: streamed, 16->96 at 8x112x112 was
+    # 34% slower (an earlier session, Zen 3), each tile's rows being lines
+    # in channel planes far apart rather than one run of memory.  With a
+    # residual in its own buffer, as in the NHWC driver, reading every
+    # output line in before overwriting it is a third stream beside the
+    # residual and the output: streamed from STREAM_RESIDUAL_MIN_BYTES.
+    # relu6 + residual, in-process A/B, Zen 4 host, caches swept between
+    # calls: MobileNetV2 b1 1 thread 0.97 of the time (16->96 0.89-0.95),
+    # 2 threads 0.98, b8 1 thread 0.86 (16->96 0.74).  The residual is not
+    # asked for ahead by the driver (the kernel asks for each panel's
+    # lines): a row tile asking for its next piece's residual lines, as an
+    # earlier version did, was 3-5% slower on 16->96 and 32->16 whether the
+    # output was streamed or formed in place (same A/B).
+    J.prm.stream = (R != NULL and R != C and J.kc <= J.kblock and
+                    g.n * plane * rtot * sizeof(real)
+                    >= min(STREAM_RESIDUAL_MIN_BYTES, STREAM_MIN_BYTES))
     if team == 1:
         for item in range(items):
             nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
+            end_streamed_item(&J.prm)
     else:
         for item in prange(items, schedule='dynamic', num_threads=team):
             nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
+            end_streamed_item(&J.prm)
     return failed

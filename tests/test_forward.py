@@ -453,19 +453,21 @@ def test_streamed_output_matches(rng, dtype, layout, aligned, config, threads,
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("hw", [(12, 11), (16, 12)], ids=["odd-planes", "line-planes"])
 @pytest.mark.parametrize("in_place", [False, True], ids=["own-buffer", "in-place"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_streamed_output_with_residual(rng, dtype, layout, in_place, threads,
+def test_streamed_output_with_residual(rng, dtype, layout, in_place, hw, threads,
                                        stream_everything):
-    # A residual in its own buffer leaves the output write-only, so the
-    # NHWC driver may stream it; in place (out=residual) the call reads the
+    # A residual in its own buffer leaves the output write-only, so either
+    # driver may stream it; in place (out=residual) the call reads the
     # output and must not.  Either way the values are bitwise those of
-    # cached stores.
+    # cached stores.  NCHW streams only plane rows starting on a cache line:
+    # 16x12 planes (768 bytes) put every row there, 12x11 only a few.
     from pwconv import _core
     c_in, c_out = 24, 40                                  # a ragged panel
     case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=c_in, c_out=c_out,
-                     h=12, w=11)
+                     h=hw[0], w=hw[1])
     conv = pwconv.PointwiseConv2d(c_in, c_out, layout=layout, dtype=dtype,
                                   activation="relu6", num_threads=threads)
     conv.weight, conv.bias = case["weight"], case["bias"]
