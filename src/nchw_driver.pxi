@@ -88,7 +88,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     dprm.b_ks = J.b_plane
     # The next strip's B rows (of the item this thread likely takes next),
     # a share asked for by each row tile's GEMM while it runs, only where
-    # B comes from memory (J.ahead_b, see NCHW_AHEAD_MIN_BYTES).  Asked for
+    # B outgrows L2 (J.ahead_b, see NCHW_AHEAD_MIN_BYTES).  Asked for
     # on every B, as an earlier version did, dropping it was 2-6% faster on
     # MobileNetV2 shapes at batch 1 to 16 (in-process A/B, forward and
     # grad input, 1 thread; strided layers within 2%).
@@ -181,16 +181,18 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
                 break
 
 
-# B tensors this large come from memory, through as many streams as B has
-# rows, more than the prefetchers follow; each row tile's GEMM then asks
-# for its share of the next strip's rows (pw_gemm_params.ahead).  In-process
-# A/B, forward, 1 thread, other traffic evicting everything between calls:
-# 96->24 and 144->24 at 8x56x56 0.77 / 0.83 of the time, at 4x56x56 0.92
-# and 1.05; with B in L3, 8x56x56 1.00 / 0.87 but 4x56x56 1.07 / 1.03,
-# hence 8 MB.  Training step at 16x56x56 beside numpy and torch 0.91-0.92.
-# Shallow B (16->96, 32->16) was 3-15% slower with it.
-cdef Py_ssize_t NCHW_AHEAD_MIN_DEPTH = 64
-cdef size_t NCHW_AHEAD_MIN_BYTES = 8 << 20
+# B tensors past L2 come from L3 or memory, through as many streams as B
+# has rows, more than the prefetchers follow; each row tile's GEMM then
+# asks for its share of the next strip's rows (pw_gemm_params.ahead).  An
+# earlier session (Zen 3) kept this to B of 8 MB and 64 rows or more.  On
+# the Zen 4 host, in-process A/B of 1 MB and any depth against that,
+# forward, 1 thread, MobileNetV2: b4 0.99 of the time with B in cache and
+# 0.95 with caches swept between calls (32->16 at 112x112 0.72-0.81,
+# 96->24 and 144->24 at 56x56 0.75-0.86, 192->32 at 28x28 0.73-0.79);
+# b1 1.00 / 0.98; training step b4 0.97 (in cache and swept), b16 0.97,
+# 2 threads even; float64 b1 even.  Asking on every B regardless of size
+# was 4-6% slower on the 14x14 projections at b1, whose B stays in L2.
+cdef size_t NCHW_AHEAD_MIN_BYTES = 1 << 20
 
 
 cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -263,7 +265,6 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # A dynamic schedule hands a thread about every team-th item.
     J.team_step = team
     J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
-                 and J.kc >= NCHW_AHEAD_MIN_DEPTH
                  and g.n * J.b_planes * J.b_plane * sizeof(real) >= NCHW_AHEAD_MIN_BYTES)
     # Plain outputs keep ordinary stores: streamed, 16->96 at 8x112x112 was
     # 34% slower (an earlier session, Zen 3), each tile's rows being lines
