@@ -184,8 +184,8 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
 # B tensors past L2 come from L3 or memory, through as many streams as B
 # has rows, more than the prefetchers follow; each row tile's GEMM then
 # asks for its share of the next strip's rows (pw_gemm_params.ahead).  An
-# earlier session (Zen 3) kept this to B of 8 MB and 64 rows or more.  On
-# the Zen 4 host, in-process A/B of 1 MB and any depth against that,
+# earlier session's measurements kept this to B of 8 MB and 64 rows or
+# more.  On a Zen 4 host, in-process A/B of 1 MB and any depth against that,
 # forward, 1 thread, MobileNetV2: b4 0.99 of the time with B in cache and
 # 0.95 with caches swept between calls (32->16 at 112x112 0.72-0.81,
 # 96->24 and 144->24 at 56x56 0.75-0.86, 192->32 at 28x28 0.73-0.79);
@@ -267,7 +267,7 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
                  and g.n * J.b_planes * J.b_plane * sizeof(real) >= NCHW_AHEAD_MIN_BYTES)
     # Plain outputs keep ordinary stores: streamed, 16->96 at 8x112x112 was
-    # 34% slower (an earlier session, Zen 3), each tile's rows being lines
+    # 34% slower (an earlier session's A/B), each tile's rows being lines
     # in channel planes far apart rather than one run of memory.  With a
     # residual in its own buffer, as in the NHWC driver, reading every
     # output line in before overwriting it is a third stream beside the
