@@ -6,14 +6,14 @@
 # Small NCHW planes make short GEMM rows for the plane driver: a 7x7 plane is
 # 49 columns, three panels of 16 and a ragged fourth, so a quarter of its
 # arithmetic lands on padding, and deep GEMMs pack B on every call.  Here a
-# block of pixels takes the NHWC roles instead: its values are regrouped
-# into A tiles (each channel's MR pixels side by side; grad output masked by
-# the activation on the way), run against NHWC panels (forward: weights,
-# bias in the head; grad input: transposed weights), and the C block is
-# transposed into the output planes.  Only per-block copies, never a
-# whole-tensor transpose.  Used for stride 1, no padding, small planes and
-# one group or wide ones (nchw_pixel_tiles), where the caller passes the
-# panels.
+# block of pixels takes the NHWC roles instead: MR adjacent pixels of a
+# plane are an A tile (read in place, k stepping a plane, or regrouped, with
+# grad output masked by the activation on the way), run
+# against NHWC panels (forward: weights, bias in the head; grad input:
+# transposed weights), and the C block is transposed into the output
+# planes.  Only per-block copies, never a whole-tensor transpose.  Used for
+# stride 1, no padding, small planes and one group or wide ones
+# (nchw_pixel_tiles), where the caller passes the panels.
 
 cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 # Channels (in and out) each group needs for pixel tiles.  In-process A/B
@@ -24,9 +24,19 @@ cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 # 12 2.2, 1-4 2.2-2.4: each group's tiles, gather and transpose are then
 # too small to pay for themselves.
 cdef Py_ssize_t PIXEL_MIN_GROUP_CHANNELS = 64
-# A block's regrouped pixels and its C rows stay in L2 while the panel
-# blocks stream past (C is then transposed out of L2, not memory).
+# A block's A rows (in place or regrouped) and its C rows
+# stay in L2 while the panel blocks stream past (C is then transposed out
+# of L2, not memory).
 cdef size_t PIXEL_BLOCK_BYTES = 160 * 1024
+# An A tile read in place spans a line per k step (MR pixels of each plane),
+# several times what its regrouped copy takes in L1, and is read again for
+# every panel; the copy is one more pass over A.  In place for at most this
+# many panels (unmasked): in-process A/B on MobileNetV2's 7x7 layers, NCHW,
+# 1 thread, AVX-512, in place for all: 576->160 and 960->160 (5 panels)
+# 0.90-0.97 of the time, 960->320 (10) 0.97-1.02, 160->960 and 320->1280
+# (30-40) 1.01-1.05; the AVX2 tile (16 wide, twice the panels) 1.15 over
+# the six layers.
+cdef Py_ssize_t PIXEL_A_IN_PLACE_MAX_PANELS = 8
 
 
 cdef inline bint pixtile_shape(Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t kg,
@@ -83,7 +93,11 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
     cdef Py_ssize_t cw = (u1 - u0) * <Py_ssize_t>J.nr   # C block row stride
     cdef Py_ssize_t ntiles = cdiv(rows, J.mr), t, pb, pe, ncols
     cdef Py_ssize_t a_off = ((n * J.groups + grp) * J.kc) * plane + p0
-    cdef size_t a_bytes = ntiles * J.mr * J.kc * sizeof(real)
+    # A read in place (see PIXEL_A_IN_PLACE_MAX_PANELS): tile t's row i at
+    # step k is A[a_off + k*plane + t*MR + i], the kernels' strided-k
+    # broadcast.
+    cdef bint a_in_place = not J.masked and u1 - u0 <= PIXEL_A_IN_PLACE_MAX_PANELS
+    cdef size_t a_bytes = 0 if a_in_place else ntiles * J.mr * J.kc * sizeof(real)
     cdef char *buf
     cdef real *at
     cdef real *ct
@@ -100,9 +114,12 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
     ct = <real *>(buf + a_bytes + 64)
     dst = C + ((n * J.groups + grp) * J.ncol + col0) * plane + p0
     packed = packed + grp * J.gs
-    # Tile t holds A[i][k] at t*kc*MR + k*MR + i.
-    gather_tiles(at, J.mr, A + a_off, plane, J.kc, rows,
-                 M + a_off if J.masked else NULL, J.mlo, J.mhi)
+    if a_in_place:
+        prm.a_ks = plane
+    else:
+        # Tile t holds A[i][k] at t*kc*MR + k*MR + i.
+        gather_tiles(at, J.mr, A + a_off, plane, J.kc, rows,
+                     M + a_off if J.masked else NULL, J.mlo, J.mhi)
     # With a residual, the kernel stops at conv + bias and the move out to
     # the planes adds the residual and clamps, reading it in the order the
     # output is written: transposing it in beside C first, for the kernel,
@@ -117,8 +134,9 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
         for t in range(ntiles):
             c = ct + t * <Py_ssize_t>J.mr * cw + (pb - u0) * <Py_ssize_t>J.nr
             gemm(imin(J.mr, rows - t * <Py_ssize_t>J.mr), ncols,
-                 at + t * J.kc * <Py_ssize_t>J.mr, packed + pb * J.ps, c, NULL,
-                 NULL, &prm)
+                 A + a_off + t * <Py_ssize_t>J.mr if a_in_place
+                 else at + t * J.kc * <Py_ssize_t>J.mr,
+                 packed + pb * J.ps, c, NULL, NULL, &prm)
         pb = pe
     if R != NULL:
         transpose(dst, plane, ct, cw, rows, cols, R + (dst - C), plane, J.prm.clamp,
