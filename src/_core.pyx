@@ -147,6 +147,16 @@ cdef size_t STREAM_MIN_BYTES = (LLC_BYTES // 2 if LLC_BYTES >= 8 * 1024 * 1024
 cdef size_t STREAM_RESIDUAL_MIN_BYTES = 1024 * 1024
 
 
+cdef inline size_t stream_from_bytes(const void *R, const void *C) noexcept nogil:
+    """The output size from which C is streamed: STREAM_MIN_BYTES, or
+    STREAM_RESIDUAL_MIN_BYTES (never past it) where a residual in its own
+    buffer leaves C write-only beside it (in place, R is C and the call
+    reads C)."""
+    if R != NULL and R != C and STREAM_RESIDUAL_MIN_BYTES < STREAM_MIN_BYTES:
+        return STREAM_RESIDUAL_MIN_BYTES
+    return STREAM_MIN_BYTES
+
+
 cdef inline void end_streamed_item(const pw_gemm_params *prm) noexcept nogil:
     # An OpenMP worker's streamed stores must be visible before the caller
     # (another thread) reads C.

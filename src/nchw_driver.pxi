@@ -280,8 +280,7 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # earlier version did, was 3-5% slower on 16->96 and 32->16 whether the
     # output was streamed or formed in place (same A/B).
     J.prm.stream = (R != NULL and R != C and J.kc <= J.kblock and
-                    g.n * plane * rtot * sizeof(real)
-                    >= min(STREAM_RESIDUAL_MIN_BYTES, STREAM_MIN_BYTES))
+                    g.n * plane * rtot * sizeof(real) >= stream_from_bytes(R, C))
     if team == 1:
         for item in range(items):
             nchw_item(J, item, A, B, C, rowbias, R, M, &failed)

@@ -214,7 +214,6 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, item, per_thread
     cdef double flops = 2.0 * mtot * J.kc * J.ncg * g.groups
     cdef int failed = 0, team
-    cdef size_t stream_from = STREAM_MIN_BYTES
     nhwc_tiling(J, C)
     # A residual too large to stay in L2 between calls is read from L3 or
     # memory, and the kernel only needs it in its epilogue, too late for the
@@ -249,10 +248,8 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     # 4x112x112 (18 MB out) 5% faster, at 8x112x112 12%; with a pass over
     # the output after it, 2% and 8%.  With such a residual, from a smaller
     # size (see STREAM_RESIDUAL_MIN_BYTES).
-    if R != NULL and R != C and STREAM_RESIDUAL_MIN_BYTES < stream_from:
-        stream_from = STREAM_RESIDUAL_MIN_BYTES
     J.prm.stream = (R != C and J.kc <= J.kblock and
-                    mtot * J.c_pix * sizeof(real) >= stream_from)
+                    mtot * J.c_pix * sizeof(real) >= stream_from_bytes(R, C))
     if team == 1:
         for item in range(items):
             nhwc_item(J, item, A, C, R, M, packed, &failed)
