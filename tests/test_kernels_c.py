@@ -141,13 +141,13 @@ def test_neon_file_compiles_natively(tmp_path):
 # grad bias sums, grad weight's A regrouping and the packing of channel
 # planes (pw_pack.c, which calls pw_transpose.c's transposes), the
 # pixel-tile move out to the planes and dW^T into dW (pw_transpose.c).
-HELPER_CHECKS = [("check_sums", "pw_pack.c pw_transpose.c"),
-                 ("check_transpose", "pw_transpose.c")]
+HELPER_CHECKS = [("check_sums", ("pw_pack.c", "pw_transpose.c")),
+                 ("check_transpose", ("pw_transpose.c",))]
 
 
-def _check_helper(name, source, cc, exe, runner=(), extra=()):
+def _check_helper(name, sources, cc, exe, runner=(), extra=()):
     cmd = [cc, *CFLAGS, *extra, "-I" + SRC, os.path.join(ROOT, "tests", "c", name + ".c"),
-           *(os.path.join(SRC, s) for s in source.split()), "-o", str(exe), "-lm"]
+           *(os.path.join(SRC, s) for s in sources), "-o", str(exe), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, " ".join(cmd) + "\n" + proc.stdout + proc.stderr
     proc = subprocess.run([*runner, str(exe)], capture_output=True, text=True,
@@ -158,19 +158,19 @@ def _check_helper(name, source, cc, exe, runner=(), extra=()):
     assert m and int(m.group(1)) > 1000, out
 
 
-@pytest.mark.parametrize("name, source", HELPER_CHECKS, ids=[c for c, _ in HELPER_CHECKS])
-def test_helpers_native(tmp_path, name, source):
+@pytest.mark.parametrize("name, sources", HELPER_CHECKS, ids=[c for c, _ in HELPER_CHECKS])
+def test_helpers_native(tmp_path, name, sources):
     """The hand-vectorised helpers as the host builds them (on x86, the
     loader picks the AVX2 clone where the CPU has it)."""
     cc = _compiler()
     if cc is None:
         pytest.skip("no C compiler (gcc/cc) on PATH")
-    _check_helper(name, source, cc, tmp_path / name)
+    _check_helper(name, sources, cc, tmp_path / name)
 
 
-@pytest.mark.parametrize("name, source", HELPER_CHECKS, ids=[c for c, _ in HELPER_CHECKS])
-def test_helpers_neon_qemu(tmp_path, name, source):
+@pytest.mark.parametrize("name, sources", HELPER_CHECKS, ids=[c for c, _ in HELPER_CHECKS])
+def test_helpers_neon_qemu(tmp_path, name, sources):
     """The same code built for AArch64, where the vectors are NEON's."""
     cross, qemu = _aarch64_tools()
-    _check_helper(name, source, cross, tmp_path / (name + "_a64"), runner=(qemu,),
+    _check_helper(name, sources, cross, tmp_path / (name + "_a64"), runner=(qemu,),
                   extra=("-static",))
