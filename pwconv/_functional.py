@@ -266,8 +266,10 @@ def pointwise_conv2d_backward(grad_output, x, weight, *, stride=1, padding=0, gr
 DENSE_GRAD_INPUT_MIN_WEIGHT_BYTES = 1 << 20
 
 
-def run_backward(call, grad_output, x, output, mask, packs):
-    """Backward on checked arguments (shared with the layer object)."""
+def run_backward(call, grad_output, x, output, mask, packs, grad_input=None):
+    """Backward on checked arguments (shared with the layer object), grad
+    input written into `grad_input` when given (checked: C-contiguous, the
+    input's shape, apart from every operand)."""
     go = np.ascontiguousarray(grad_output).reshape(call.core_out)
     xc = np.ascontiguousarray(x).reshape(call.core_in)
     masked = call.activation is not None
@@ -286,7 +288,12 @@ def run_backward(call, grad_output, x, output, mask, packs):
              and _core.fuse_grad_input(nhwc, groups, plane, kg, ng))
     if mask[0]:
         # Pixels that no output reads get a zero gradient.
-        gx = aligned_array(call.in_shape, call.dtype, zero=not call.identity)
+        if grad_input is None:
+            gx = aligned_array(call.in_shape, call.dtype, zero=not call.identity)
+        else:
+            gx = grad_input
+            if not call.identity:
+                gx.fill(0)
         packed = call.pack(packs, "grad_input_nhwc" if panels else "grad_input_nchw")
         if (not fused and nhwc and call.gather is not None
                 and call.w2d.nbytes >= DENSE_GRAD_INPUT_MIN_WEIGHT_BYTES):

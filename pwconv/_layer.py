@@ -142,19 +142,27 @@ class PointwiseConv2d:
 
     __call__ = forward
 
-    def backward(self, grad_output):
-        """Return grad_input; store grad_weight (the weight's shape) and
-        grad_bias (None without a bias) from the last forward's x and output."""
+    def backward(self, grad_output, out=None):
+        """Return grad_input, written into `out` when given (C-contiguous, the
+        input's shape and dtype, sharing no memory with grad_output or the
+        last forward's x and output); store grad_weight (the weight's shape)
+        and grad_bias (None without a bias) from the last forward's x and
+        output.  A training loop at a fixed shape can pass the same `out`
+        every step and skip allocating (and the system zeroing) a fresh
+        grad_input each time."""
         if self._saved is None:
             raise ValueError("backward needs a forward call first (it uses its x and output)")
         x, y = self._saved
         call = self._call(x)
         v.check_array("grad_output", grad_output)
         v.check_like("grad_output", grad_output, call.out_shape, call.dtype, "forward output")
+        v.check_out(out, call.in_shape, call.dtype,
+                    {"grad_output": grad_output, "x": x, "output": y, "weight": self._weight},
+                    what="input")
         mask = (True, True, self._bias is not None)
         gx, self.grad_weight, self.grad_bias = run_backward(
             call, grad_output, x, y if self.activation is not None else None, mask,
-            self._packs)
+            self._packs, grad_input=out)
         return gx
 
     # -- pickling -------------------------------------------------------------

@@ -211,18 +211,18 @@ def same_elements(a, b):
             and a.strides == b.strides and a.dtype == b.dtype)
 
 
-def check_out(out, shape, dtype, inputs, in_place=None):
-    """`out` must not overlap any of `inputs`, except that it may be exactly
-    the array named by `in_place` (the residual): each output element reads
-    its own residual element just before it is written, so the sum can be
-    formed in the skip connection's buffer."""
+def check_out(out, shape, dtype, inputs, in_place=None, what="output"):
+    """`out` (of the `what` shape) must not overlap any of `inputs`, except
+    that it may be exactly the array named by `in_place` (the residual): each
+    output element reads its own residual element just before it is written,
+    so the sum can be formed in the skip connection's buffer."""
     if out is None:
         return None
     # The common, valid case in one cheap test; the detailed checks below
     # only run to find the message for a bad `out`.
     if not (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.c_contiguous and out.flags.writeable):
-        check_like("out", out, shape, dtype, "output")
+        check_like("out", out, shape, dtype, what)
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
         if not out.flags.writeable:

@@ -95,6 +95,56 @@ def test_backward_matches_functional(rng, dtype, layout, config):
     assert_close(layer.grad_weight, ref_grads[1], k=pixels)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_backward_into_out(rng, dtype, layout, config):
+    layer, kw = make_layer(rng, dtype, layout, config)
+    x = make_x(rng, dtype, layout)
+    y = layer(x)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(g)
+    dw, db = layer.grad_weight.copy(), layer.grad_bias
+    # NaN everywhere first: pixels no output reads (stride, padding) must be
+    # written as zeros, not left as they were.
+    for out in (np.full(x.shape, np.nan, dtype), pwconv.empty(x.shape, dtype)):
+        out[...] = np.nan
+        before = snapshot(x, g, y)
+        for _ in range(2):    # the same buffer again, as a training loop does
+            assert layer.backward(g, out=out) is out
+            np.testing.assert_array_equal(out, dx)
+        assert_unchanged([x, g, y], before)
+        np.testing.assert_array_equal(layer.grad_weight, dw)
+        if db is not None:
+            np.testing.assert_array_equal(layer.grad_bias, db)
+    assert_close(out, ref.backward(g, x, layer.weight, output=y, **kw)[0], k=18)
+
+
+def test_backward_out_is_validated(rng):
+    layer = pwconv.PointwiseConv2d(6, 6)
+    x = rng.standard_normal((1, 6, 3, 3)).astype(np.float32)
+    y = layer(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    read_only = np.full(x.shape, 7.0, np.float32)
+    read_only.flags.writeable = False
+    bad = [(np.full((1, 6, 3, 2), 7.0, np.float32), ValueError, r"\bout\b.*input shape"),
+           (np.full(x.shape, 7.0, np.float64), TypeError, r"\bout\b"),
+           (np.full((1, 6, 3, 6), 7.0, np.float32)[..., ::2], ValueError,
+            r"\bout\b.*contiguous"),
+           (read_only, ValueError, r"\bout\b.*writeable"),
+           # What the pass reads (x, grad_output, the saved output: all of
+           # x's shape here) may not be written while it runs.
+           (x, ValueError, r"\bout\b.*\bx\b"),
+           (g, ValueError, r"\bout\b.*\bgrad_output\b"),
+           (y, ValueError, r"\bout\b.*\boutput\b")]
+    for arr, exc, pattern in bad:
+        kept = arr.copy()
+        with pytest.raises(exc, match=pattern):
+            layer.backward(g, out=arr)
+        np.testing.assert_array_equal(arr, kept)
+    assert layer.grad_weight is None     # refused before any pass ran
+
+
 def test_backward_uses_the_last_forward(rng):
     layer, kw = make_layer(rng, np.float64, "NCHW", CONFIGS[1])
     x1, x2 = make_x(rng, np.float64, "NCHW"), make_x(rng, np.float64, "NCHW")
