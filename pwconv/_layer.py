@@ -154,11 +154,14 @@ class PointwiseConv2d:
             raise ValueError("backward needs a forward call first (it uses its x and output)")
         x, y = self._saved
         call = self._call(x)
-        v.check_array("grad_output", grad_output)
-        v.check_like("grad_output", grad_output, call.out_shape, call.dtype, "forward output")
-        v.check_out(out, call.in_shape, call.dtype,
-                    {"grad_output": grad_output, "x": x, "output": y, "weight": self._weight},
-                    what="input")
+        if not _guard.backward_args_ok(grad_output, out, call.out_shape, call.in_shape,
+                                       call.type_num, (x, y, self._weight)):
+            v.check_array("grad_output", grad_output)
+            v.check_like("grad_output", grad_output, call.out_shape, call.dtype,
+                         "forward output")
+            v.check_out(out, call.in_shape, call.dtype,
+                        {"grad_output": grad_output, "x": x, "output": y,
+                         "weight": self._weight}, what="input")
         mask = (True, True, self._bias is not None)
         gx, self.grad_weight, self.grad_bias = run_backward(
             call, grad_output, x, y if self.activation is not None else None, mask,

@@ -66,17 +66,11 @@ cdef bint is_like(object a, tuple shape, int type_num):
     return True
 
 
-def forward_args_ok(object residual, object out, tuple shape, int type_num,
-                    tuple inputs):
-    """True when `residual` and `out` (either may be None) are valid for a
-    forward call whose output has `shape` and dtype number `type_num`, and
-    `out` shares no memory with any array of `inputs` (None entries are
-    skipped) nor with `residual` unless it is exactly `residual`."""
+cdef bint writable_apart(object out, tuple shape, int type_num, tuple inputs):
+    """`out` is a writeable, C-contiguous plain ndarray of this shape and
+    dtype number that shares no byte with any array of `inputs` (None
+    entries skipped; anything else not an ndarray refuses)."""
     cdef cnp.ndarray o
-    if residual is not None and not is_like(residual, shape, type_num):
-        return False
-    if out is None:
-        return True
     if not is_like(out, shape, type_num):
         return False
     o = <cnp.ndarray>out
@@ -85,6 +79,32 @@ def forward_args_ok(object residual, object out, tuple shape, int type_num,
     for a in inputs:
         if a is not None and (not isinstance(a, cnp.ndarray) or not apart(o, <cnp.ndarray>a)):
             return False
-    if residual is not None and not apart(o, <cnp.ndarray>residual):
-        return same_elements(o, <cnp.ndarray>residual)
     return True
+
+
+def forward_args_ok(object residual, object out, tuple shape, int type_num,
+                    tuple inputs):
+    """True when `residual` and `out` (either may be None) are valid for a
+    forward call whose output has `shape` and dtype number `type_num`, and
+    `out` shares no memory with any array of `inputs` (None entries are
+    skipped) nor with `residual` unless it is exactly `residual`."""
+    if residual is not None and not is_like(residual, shape, type_num):
+        return False
+    if out is None:
+        return True
+    if not writable_apart(out, shape, type_num, inputs):
+        return False
+    if residual is not None and not apart(<cnp.ndarray>out, <cnp.ndarray>residual):
+        return same_elements(<cnp.ndarray>out, <cnp.ndarray>residual)
+    return True
+
+
+def backward_args_ok(object grad_output, object out, tuple out_shape, tuple in_shape,
+                     int type_num, tuple inputs):
+    """True when `grad_output` matches the forward output (`out_shape`,
+    dtype number `type_num`) and `out` (may be None) is a writeable,
+    C-contiguous array of the input's shape (`in_shape`) sharing no memory
+    with `grad_output` or any array of `inputs` (None entries skipped)."""
+    if not is_like(grad_output, out_shape, type_num):
+        return False
+    return out is None or writable_apart(out, in_shape, type_num, (grad_output,) + inputs)

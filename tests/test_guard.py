@@ -29,15 +29,15 @@ def fast_check_passes(residual, out, inputs, dtype=np.float32):
                                   tuple(inputs.values()))
 
 
-def view(buf, start, order):
-    """A SHAPE-d view of buf from element `start`: C order, reversed along
-    the last axis, or transposed (not C-contiguous)."""
+def view(buf, start, order, shape=SHAPE):
+    """A view of buf of `shape` (SIZE elements) from element `start`: C
+    order, reversed along the last axis, or transposed (not C-contiguous)."""
     a = buf[start:start + SIZE]
     if order == "C":
-        return a.reshape(SHAPE)
+        return a.reshape(shape)
     if order == "reversed":
-        return a.reshape(SHAPE)[..., ::-1]
-    return a.reshape(SHAPE[::-1]).T
+        return a.reshape(shape)[..., ::-1]
+    return a.reshape(shape[::-1]).T
 
 
 @settings(max_examples=300, deadline=None)
@@ -101,3 +101,59 @@ def test_layer_refuses_out_overlapping_x_or_residual_after_fast_calls():
     shifted_r = buf[:r.size].reshape(r.shape)
     with pytest.raises(ValueError, match="residual"):
         layer(x, residual=shifted_r, out=buf[4:4 + r.size].reshape(r.shape))
+
+
+# Layer.backward's fast check: grad_output of the forward output's shape,
+# `out` (grad input) of the input's, apart from grad_output and the inputs.
+IN_SHAPE = (2, 5, 4, 3)
+
+
+def full_backward_checks_pass(grad_output, out, inputs):
+    try:
+        v.check_array("grad_output", grad_output)
+        v.check_like("grad_output", grad_output, SHAPE, np.dtype(np.float32), "forward output")
+        v.check_out(out, IN_SHAPE, np.dtype(np.float32),
+                    dict(inputs, grad_output=grad_output), what="input")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def fast_backward_check_passes(grad_output, out, inputs):
+    return _guard.backward_args_ok(grad_output, out, SHAPE, IN_SHAPE,
+                                   np.dtype(np.float32).num, tuple(inputs.values()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(out_at=st.one_of(st.none(), st.integers(0, 2 * SIZE)), g_at=st.integers(0, 2 * SIZE),
+       x_at=st.integers(0, 2 * SIZE),
+       out_order=st.sampled_from(["C", "reversed", "transposed"]),
+       g_order=st.sampled_from(["C", "reversed", "transposed"]),
+       readonly=st.booleans())
+def test_fast_backward_check_never_accepts_what_the_full_checks_refuse(out_at, g_at, x_at,
+                                                                       out_order, g_order,
+                                                                       readonly):
+    buf = np.zeros(3 * SIZE + 8, np.float32)
+    out = None if out_at is None else view(buf, out_at, out_order, IN_SHAPE)
+    if out is not None and readonly:
+        out = out.view()
+        out.flags.writeable = False
+    grad_output = view(buf, g_at, g_order)
+    inputs = {"x": buf[x_at:x_at + 24].reshape(1, 2, 3, 4), "output": None}
+    if fast_backward_check_passes(grad_output, out, inputs):
+        assert full_backward_checks_pass(grad_output, out, inputs)
+
+
+def test_fast_backward_check_accepts_and_refuses():
+    x = np.zeros((1, 2, 3, 4), np.float32)
+    g, out = np.zeros(SHAPE, np.float32), np.zeros(IN_SHAPE, np.float32)
+    assert fast_backward_check_passes(g, None, {"x": x})
+    assert fast_backward_check_passes(g, out, {"x": x})
+    for bad_g, bad_out in [(np.zeros(IN_SHAPE, np.float32), out),   # grad_output's shape
+                           (g, np.zeros(SHAPE, np.float32)),          # out's shape
+                           (g, np.zeros(IN_SHAPE, np.float64)),       # out's dtype
+                           (g, np.zeros(IN_SHAPE[::-1], np.float32).T),  # not C order
+                           (g, x.reshape(-1)[:0].reshape(0, 5, 4, 3)),   # empty, wrong shape
+                           (g, g.reshape(IN_SHAPE))]:                 # overlap
+        assert not fast_backward_check_passes(bad_g, bad_out, {"x": x})
+    assert not fast_backward_check_passes(g, out, {"x": out})         # out is an input
