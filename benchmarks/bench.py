@@ -751,7 +751,8 @@ def render(results, args, meta):
            "64-byte aligned buffer, as the README advises; inputs are plain numpy "
            "arrays, residuals aligned like `out`, as an earlier layer's output "
            "would be); training uses `layer(x, out=y)` "
-           "then `layer.backward(grad_output)`.",
+           "then `layer.backward(grad_output, out=gx)` (grad input into a "
+           "buffer allocated once, as numpy's gradients are).",
            "- pwconv 1t (in multi-thread tables only): the same pwconv call on one "
            "thread, so pwconv's own multi-thread speedup is also measured side by "
            "side, interleaved, rather than only across two tables run minutes "
