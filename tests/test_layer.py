@@ -136,13 +136,23 @@ def test_backward_out_is_validated(rng):
            # x's shape here) may not be written while it runs.
            (x, ValueError, r"\bout\b.*\bx\b"),
            (g, ValueError, r"\bout\b.*\bgrad_output\b"),
-           (y, ValueError, r"\bout\b.*\boutput\b")]
+           (y, ValueError, r"\bout\b.*\boutput\b"),
+           ([[7.0]], TypeError, r"\bout\b")]
     for arr, exc, pattern in bad:
         kept = arr.copy()
         with pytest.raises(exc, match=pattern):
             layer.backward(g, out=arr)
         np.testing.assert_array_equal(arr, kept)
     assert layer.grad_weight is None     # refused before any pass ran
+    # The weights' own memory (reachable through the read-only view's base):
+    # 6 x 6 weights are as many values as a 1 x 6 x 2 x 3 input.
+    x_small = rng.standard_normal((1, 6, 2, 3)).astype(np.float32)
+    g_small = rng.standard_normal(layer(x_small).shape).astype(np.float32)
+    weight_memory = layer.weight.base.reshape(x_small.shape)
+    kept = weight_memory.copy()
+    with pytest.raises(ValueError, match=r"\bout\b.*\bweight\b"):
+        layer.backward(g_small, out=weight_memory)
+    np.testing.assert_array_equal(weight_memory, kept)
 
 
 def test_backward_uses_the_last_forward(rng):
