@@ -136,6 +136,34 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
         u += p1 - p0
 
 
+cdef void nhwc_cells(const NhwcJob *J, Py_ssize_t s, Py_ssize_t ntiles,
+                     const real *A, real *C, const real *R, const real *M,
+                     const real *packed, real *scratch) noexcept nogil:
+    """Column piece s of J.nsplit, over every pixel of a simple geometry:
+    an equal share of the (panel, row tile) cells, taken panel by panel, so
+    a panel may be cut between two pieces at a row tile.  Whole panels per
+    piece left 160 output channels (5 panels) at 2 and 3 panels for two
+    threads: 7x7 layers with 160 outputs ran 1.60-1.62 times as fast on two
+    threads as on one, against 1.89-1.97 for those of 320 to 1280."""
+    cdef Py_ssize_t pixels = J.g.n * J.g.h * J.g.w, cells = J.units * ntiles
+    cdef Py_ssize_t c0 = s * cells // J.nsplit, c1 = (s + 1) * cells // J.nsplit
+    cdef Py_ssize_t u, t0, t1, whole, r0
+    while c0 < c1:
+        u = c0 // ntiles
+        t0 = c0 % ntiles
+        whole = (c1 - c0) // ntiles if t0 == 0 else 0
+        if whole:
+            nhwc_rows(J, A, C, R, M, packed, 0, 0, J.a_pix, J.c_pix, pixels,
+                      u, u + whole, True, scratch)
+            c0 += whole * ntiles
+        else:
+            t1 = imin(ntiles, t0 + (c1 - c0))
+            r0 = t0 * J.mr
+            nhwc_rows(J, A, C, R, M, packed, r0 * J.a_pix, r0 * J.c_pix, J.a_pix,
+                      J.c_pix, imin(pixels, t1 * J.mr) - r0, u, u + 1, True, scratch)
+            c0 += t1 - t0
+
+
 cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
                     const real *R, const real *M, const real *packed,
                     int *failed) noexcept nogil:
@@ -152,6 +180,9 @@ cdef void nhwc_item(const NhwcJob *J, Py_ssize_t item, const real *A, real *C,
     if g.simple:
         # Item `it` takes an equal share of the row tiles (within one tile).
         ntiles = cdiv(g.n * g.h * g.w, J.mr)
+        if J.nmchunks == 1 and J.nsplit > 1 and not J.group_rows:
+            nhwc_cells(J, s, ntiles, A, C, R, M, packed, scratch)
+            return
         row0 = (it * ntiles // J.nmchunks) * J.mr
         rows = imin(((it + 1) * ntiles // J.nmchunks) * J.mr, g.n * g.h * g.w) - row0
         # In row blocks (see group_rows), each block through all the groups.

@@ -81,13 +81,42 @@ cdef struct PixTileJob:
 cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real *C,
                        const real *R, const real *M, const real *packed,
                        int *failed) noexcept nogil:
-    cdef Py_ssize_t plane = J.plane
     cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
     cdef Py_ssize_t grp = it % J.groups
     cdef Py_ssize_t n = it // J.groups // J.nblocks
     cdef Py_ssize_t p0 = (it // J.groups % J.nblocks) * J.block
-    cdef Py_ssize_t rows = imin(J.block, plane - p0)
-    cdef Py_ssize_t u0 = s * J.ppg // J.nsplit, u1 = (s + 1) * J.ppg // J.nsplit
+    cdef Py_ssize_t rows = imin(J.block, J.plane - p0)
+    cdef Py_ssize_t ntiles = cdiv(rows, J.mr), cells = J.ppg * ntiles
+    cdef Py_ssize_t c0, c1, u, t0, t1, whole
+    if J.nsplit == 1:
+        pixtile_block(J, n, grp, p0, rows, 0, J.ppg, A, C, R, M, packed, failed)
+        return
+    # Panels split between pieces: an equal share of the block's (panel,
+    # row tile) cells each, panel by panel, as nhwc_cells does (whole
+    # panels left 160 outputs, 5 panels, at 2 and 3 for two threads).
+    c0 = s * cells // J.nsplit
+    c1 = (s + 1) * cells // J.nsplit
+    while c0 < c1:
+        u = c0 // ntiles
+        t0 = c0 % ntiles
+        whole = (c1 - c0) // ntiles if t0 == 0 else 0
+        if whole:
+            pixtile_block(J, n, grp, p0, rows, u, u + whole, A, C, R, M, packed, failed)
+            c0 += whole * ntiles
+        else:
+            t1 = imin(ntiles, t0 + (c1 - c0))
+            pixtile_block(J, n, grp, p0 + t0 * J.mr, imin(rows, t1 * J.mr) - t0 * J.mr,
+                          u, u + 1, A, C, R, M, packed, failed)
+            c0 += t1 - t0
+
+
+cdef void pixtile_block(const PixTileJob *J, Py_ssize_t n, Py_ssize_t grp, Py_ssize_t p0,
+                        Py_ssize_t rows, Py_ssize_t u0, Py_ssize_t u1, const real *A,
+                        real *C, const real *R, const real *M, const real *packed,
+                        int *failed) noexcept nogil:
+    """Pixels [p0, p0 + rows) of image n's plane in group grp, panels
+    [u0, u1)."""
+    cdef Py_ssize_t plane = J.plane
     cdef Py_ssize_t col0 = u0 * <Py_ssize_t>J.nr
     cdef Py_ssize_t cols = imin(J.ncol, u1 * <Py_ssize_t>J.nr) - col0
     cdef Py_ssize_t cw = (u1 - u0) * <Py_ssize_t>J.nr   # C block row stride

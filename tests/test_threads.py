@@ -130,6 +130,58 @@ def test_owned_weight_rows_do_not_depend_on_threads(rng, dtype, config):
             assert_close(many[0], expected[0], k=c_out)
 
 
+# Few pixels: the drivers split the output channels' panels between
+# threads, cutting a panel at a row tile where the panels do not divide
+# evenly (five panels for two threads, ten for three).  Every output value
+# is still one kernel's full dot product, so forward and grad input must be
+# bitwise the same at any thread count.  NHWC and NCHW pixel tiles (planes
+# of up to 64 pixels), a ragged last panel, a grouped layer, relu6 (grad
+# input reads grad output masked) and grad input alone (not fused into the
+# grad-weight sweep).
+PANEL_CUTS = [
+    # (n, c_in, c_out, h, w, groups)
+    (1, 96, 160, 7, 7, 1),
+    (1, 64, 80, 5, 7, 1),
+    (1, 40, 200, 6, 6, 1),
+    (1, 128, 330, 7, 7, 2),
+]
+
+
+@pytest.mark.parametrize("output_mask", [(True, True, True), (True, False, False)],
+                         ids=["all", "grad-input"])
+@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", PANEL_CUTS, ids=ref.shape_id)
+def test_panels_cut_between_threads(rng, shape, dtype, layout, activation, output_mask):
+    n, c_in, c_out, h, w, groups = shape
+    kw = dict(layout=layout, groups=groups)
+    case = make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in, c_out=c_out,
+                     h=h, w=w, groups=groups, residual=True)
+
+    def run(num_threads):
+        y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                    residual=case["residual"], activation=activation,
+                                    num_threads=num_threads, **kw)
+        g = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+        gx = pwconv.pointwise_conv2d_backward(
+            g, case["x"], case["weight"], activation=activation,
+            output=y if activation else None, output_mask=output_mask,
+            num_threads=num_threads, **kw)[0]
+        return y, g, gx
+
+    y, g, gx = run(1)
+    assert_close(y, ref.forward(case["x"], case["weight"], case["bias"],
+                                residual=case["residual"], activation=activation, **kw),
+                 k=c_in // groups)
+    expected = ref.backward(g, case["x"], case["weight"], activation=activation,
+                            output=y if activation else None, **kw)[0]
+    assert_close(gx, expected, k=c_out // groups)
+    for num_threads in (2, 3, 4):
+        y_many, _, gx_many = run(num_threads)
+        assert_bitwise((y_many, gx_many), (y, gx))
+
+
 # Shapes sized to reach the drivers' big-problem branches, with remainders
 # left in every dimension: small maps with wide weights (split over output
 # channels), weights too big for one L2 block, large maps split over pixels,
