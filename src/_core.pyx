@@ -52,6 +52,15 @@ cdef Py_ssize_t NHWC_SHARES = 16
 # Measured on ResNet-50 b1, one thread, interleaved: 4-11% faster with the
 # weights in L3, 15-16% with them evicted (7x7/14x14 layers 13-47%);
 # MobileNetV2 and two threads unchanged.
+# A share also costs its hand-out from the schedule and the setup of its
+# row loop, so with several threads a share gets at least this many row
+# tiles, and every thread the same number of shares: 14x14 maps (28 tiles
+# at batch 1) were 28 one-tile shares.  In-process A/B, MobileNetV2 b1
+# NHWC forward, 2 threads: 28x28 and 14x14 layers 0.96 of the time (a
+# noisier run: 28x28 0.95-0.97, 14x14 0.87-0.95), the suite 0.99;
+# ResNet-50 b1 0.996, b8 even, NHWC training step b4 0.996; 4 tiles a
+# share fell between (noisier run).
+cdef Py_ssize_t NHWC_SHARE_MIN_TILES = 8
 # NCHW reads A's rows in place, one stream per row: long chunks let the
 # hardware prefetcher ramp up on each (1024-2048 measured best).
 cdef Py_ssize_t DW_CHUNK_NCHW = 2048

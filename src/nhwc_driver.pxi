@@ -269,6 +269,12 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
             if nthreads == 1 or J.kc * J.ncg * g.groups * sizeof(real) > L2_BLOCK_BYTES:
                 per_thread = 1
             J.nmchunks = imax(1, imin(cdiv(mtot, J.mr), per_thread * nthreads))
+            if nthreads > 1:
+                # Each share at least NHWC_SHARE_MIN_TILES row tiles, and
+                # the same number of shares for every thread.
+                J.nmchunks = imin(J.nmchunks, imax(nthreads, cdiv(mtot, J.mr)
+                                                   // NHWC_SHARE_MIN_TILES
+                                                   // nthreads * nthreads))
         rowitems = J.nmchunks
     else:
         rowitems = g.n * g.ho
