@@ -210,8 +210,9 @@ def run_forward(call, x, residual, out, packs):
         oc = out.reshape(call.fwd_out)
         rc = rc.reshape(call.fwd_out) if rc is not None else None
     nhwc, sh, sw, top, left, groups = call.fwd_geom
-    # NCHW runs small planes on the forward panels when a layer object keeps
-    # them (a one-off call would pay the packing for little gain).
+    # NCHW runs small planes, and the few pixels past a larger plane's last
+    # whole panel, on the forward panels when a layer object keeps them (a
+    # one-off call would pay the packing for little gain).
     wpacked = packs.get("forward")
     if nhwc and wpacked is None:
         wpacked = call.pack(packs, "forward")

@@ -413,8 +413,8 @@ def packed_size(Py_ssize_t cout, Py_ssize_t kg, Py_ssize_t groups,
 
 # The drivers, one file each; the passes below run them.
 include "nhwc_driver.pxi"
-include "nchw_driver.pxi"
 include "pixtile_driver.pxi"
+include "nchw_driver.pxi"
 
 
 # --------------------------------------------------------------- forward
@@ -499,7 +499,17 @@ cdef int _forward(const Geom *g, const real *x, const real *wpacked,
     K.prm.clamp = clamp
     K.prm.lo = lo
     K.prm.hi = hi
-    return nchw_run(&K, weight, x, out, bias, residual, <real *>NULL, nthreads)
+    cdef Py_ssize_t tail = nchw_tail_pixels(g, wpacked, tile_nr(out))
+    if tail == 0:
+        return nchw_run(&K, weight, x, out, bias, residual, <real *>NULL, nthreads,
+                        NULL, <real *>NULL)
+    K.width = K.c_plane - tail
+    pixtile_job(&P, g, False)
+    P.first = K.width
+    P.prm.clamp = clamp
+    P.prm.lo = lo
+    P.prm.hi = hi
+    return nchw_run(&K, weight, x, out, bias, residual, <real *>NULL, nthreads, &P, wpacked)
 
 
 # ------------------------------------------------------------ grad input
@@ -582,7 +592,7 @@ cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
     K.mlo = lo
     K.mhi = hi
     return nchw_run(&K, weight_t, gout, gin, <real *>NULL, <real *>NULL,
-                    output if masked else NULL, nthreads)
+                    output if masked else NULL, nthreads, NULL, <real *>NULL)
 
 
 include "grad_weight.pxi"

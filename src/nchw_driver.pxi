@@ -16,6 +16,8 @@ cdef struct NchwJob:
     Py_ssize_t b_planes, c_planes # channels of B's / C's tensor (image stride)
     Py_ssize_t b_plane, c_plane   # pixels per plane of B's / C's tensor
     size_t mr, nr, ps
+    Py_ssize_t width              # pixels of each plane run here (the rest:
+                                  # a pixel-tile job, see nchw_tail_pixels)
     Py_ssize_t strip, nstrips     # pixels per strip, strips per image
     Py_ssize_t rsplit             # pieces the C rows are cut into
     Py_ssize_t direct_max_rows    # C rows up to which B may be read in place
@@ -37,7 +39,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     # pieces across every strip (balanced even when strips are ragged).
     cdef Py_ssize_t rs = item // (g.n * J.nstrips), it = item % (g.n * J.nstrips)
     cdef Py_ssize_t n = it // J.nstrips, s = it % J.nstrips
-    cdef Py_ssize_t p0 = s * J.strip, width = imin(J.strip, g.ho * g.wo - p0)
+    cdef Py_ssize_t p0 = s * J.strip, width = imin(J.strip, J.width - p0)
     cdef Py_ssize_t rtot = J.rows_g * g.groups
     # Row pieces start on whole tiles, so only the last piece has a short one.
     cdef Py_ssize_t r0 = (rs * rtot // J.rsplit) // J.mr * J.mr
@@ -93,7 +95,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
     cdef Py_ssize_t nit = it + J.team_step, nn
     if J.ahead_b and nit < g.n * J.nstrips:
         nn = nit // J.nstrips
-        nb_width = imin(J.strip, g.ho * g.wo - nit % J.nstrips * J.strip)
+        nb_width = imin(J.strip, J.width - nit % J.nstrips * J.strip)
         nb = <const char *>(B + (nn * J.b_planes + r0 // J.rows_g * J.kc) * J.b_plane
                             + nit % J.nstrips * J.strip)
         nb_tiles = cdiv(imin(r1, (r0 // J.rows_g + 1) * J.rows_g) - r0, J.mr)
@@ -212,11 +214,18 @@ cdef bint l1_holds_rows(Py_ssize_t stride_bytes, Py_ssize_t rows) noexcept nogil
 
 cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
                   const real *rowbias, const real *R, const real *M,
-                  Py_ssize_t nthreads) noexcept nogil:
+                  Py_ssize_t nthreads, PixTileJob *tail,
+                  const real *tail_panels) noexcept nogil:
+    """tail: NULL, or a pixel-tile job over B and C (forward) for each
+    plane's pixels past J.width, with tail_panels its NHWC panels; its
+    items follow the plane driver's in the same team."""
     cdef const Geom *g = &J.g
     cdef Py_ssize_t plane = g.ho * g.wo, items, item, rtot = J.rows_g * g.groups
+    cdef Py_ssize_t tail_items = 0
     cdef double flops = 2.0 * g.n * plane * J.kc * rtot
     cdef int failed = 0, team
+    if J.width == 0:
+        J.width = plane
     J.mr = tile_mr(C)
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
@@ -237,7 +246,7 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # (ResNet-50 b1, one thread, interleaved: 8% faster with the weights
     # evicted between calls, 2% with them in L3; the 28x28-7x7 layers
     # 8-21%; MobileNetV2, whose weights are small, unchanged).
-    cdef Py_ssize_t npan = cdiv(plane, J.nr)
+    cdef Py_ssize_t npan = cdiv(J.width, J.nr)
     cdef size_t strip_budget = L2_BLOCK_BYTES // 2
     if rtot * J.kc * sizeof(real) > L2_BLOCK_BYTES:
         strip_budget = 2 * L2_BLOCK_BYTES
@@ -267,9 +276,11 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
             J.rsplit = imax(1, imin(pieces * nthreads, rtot // (2 * <Py_ssize_t>J.mr)))
     # Equal strips of whole panels; only the last one is ragged.
     J.strip = J.nr * cdiv(npan, J.nstrips)
-    J.nstrips = cdiv(plane, J.strip)
+    J.nstrips = cdiv(J.width, J.strip)
     items = g.n * J.nstrips * J.rsplit
-    team = plan_threads(nthreads, flops, items)
+    if tail != NULL:
+        tail_items = pixtile_plan(tail, C, nthreads)
+    team = plan_threads(nthreads, flops, items + tail_items)
     # A dynamic schedule hands a thread about every team-th item.
     J.team_step = team
     J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
@@ -290,11 +301,23 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.prm.stream = (R != NULL and R != C and J.kc <= J.kblock and
                     g.n * plane * rtot * sizeof(real) >= stream_from_bytes(R, C))
     if team == 1:
-        for item in range(items):
-            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
-            end_streamed_item(&J.prm)
+        for item in range(items + tail_items):
+            nchw_or_tail_item(J, item, items, A, B, C, rowbias, R, M, tail, tail_panels,
+                              &failed)
     else:
-        for item in prange(items, schedule='dynamic', num_threads=team):
-            nchw_item(J, item, A, B, C, rowbias, R, M, &failed)
-            end_streamed_item(&J.prm)
+        for item in prange(items + tail_items, schedule='dynamic', num_threads=team):
+            nchw_or_tail_item(J, item, items, A, B, C, rowbias, R, M, tail, tail_panels,
+                              &failed)
     return failed
+
+
+cdef inline void nchw_or_tail_item(const NchwJob *J, Py_ssize_t item, Py_ssize_t items,
+                                   const real *A, const real *B, real *C,
+                                   const real *rowbias, const real *R, const real *M,
+                                   const PixTileJob *tail, const real *tail_panels,
+                                   int *failed) noexcept nogil:
+    if item < items:
+        nchw_item(J, item, A, B, C, rowbias, R, M, failed)
+        end_streamed_item(&J.prm)
+    else:
+        pixtile_item(tail, item - items, B, C, R, NULL, tail_panels, failed)

@@ -13,7 +13,8 @@
 # transposed weights), and the C block is transposed into the output
 # planes.  Only per-block copies, never a whole-tensor transpose.  Used for
 # stride 1, no padding, small planes and one group or wide ones
-# (nchw_pixel_tiles), where the caller passes the panels.
+# (nchw_pixel_tiles), where the caller passes the panels, and for the last
+# few pixels of each larger plane in a forward pass (nchw_tail_pixels).
 
 cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 # Channels (in and out) each group needs for pixel tiles.  In-process A/B
@@ -73,6 +74,7 @@ cdef struct PixTileJob:
     size_t mr, nr, ps
     Py_ssize_t ppg, pblock        # panels per group, panels per L2 block
     size_t gs                     # elements from one group's panels to the next
+    Py_ssize_t first              # the first pixel of each plane covered
     Py_ssize_t block, nblocks     # pixels per block, blocks per image
     Py_ssize_t nsplit             # pieces the panels are cut into
     pw_gemm_params prm
@@ -84,7 +86,7 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
     cdef Py_ssize_t s = item % J.nsplit, it = item // J.nsplit
     cdef Py_ssize_t grp = it % J.groups
     cdef Py_ssize_t n = it // J.groups // J.nblocks
-    cdef Py_ssize_t p0 = (it // J.groups % J.nblocks) * J.block
+    cdef Py_ssize_t p0 = J.first + (it // J.groups % J.nblocks) * J.block
     cdef Py_ssize_t rows = imin(J.block, J.plane - p0)
     cdef Py_ssize_t ntiles = cdiv(rows, J.mr), cells = J.ppg * ntiles
     cdef Py_ssize_t c0, c1, u, t0, t1, whole
@@ -183,13 +185,45 @@ cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
     return panels != NULL and g.simple and pixtile_shape(g.groups, g.h * g.w, g.kg, g.ng)
 
 
+cdef Py_ssize_t nchw_tail_pixels(const Geom *g, const real *panels,
+                                 size_t nr) noexcept nogil:
+    """Pixels at the end of each plane that the NCHW plane driver leaves to
+    pixel tiles: a ragged last panel of at most a quarter of NR columns
+    (14x14 planes: 196 = 6 x 32 + 4), which the plane driver computes at
+    the cost of a whole row of broadcasts per k step.  Forward, 1 thread,
+    14x14 against 12x16 planes (2.1% fewer flops): 64->384, 96->576,
+    256->1024 and 1024->256 took 1.064-1.070 times as long; 28x28's 16-
+    pixel tail cost nothing (1.021-1.028).  Needs the panels (a layer's)
+    and what pixel tiles need of the groups; 0 where it does not apply."""
+    cdef Py_ssize_t plane = g.h * g.w, tail = plane % <Py_ssize_t>nr
+    if (panels == NULL or not g.simple or plane <= PIXEL_MAX_PLANE or tail == 0
+            or 4 * tail > <Py_ssize_t>nr
+            or (g.groups > 1 and imin(g.kg, g.ng) < PIXEL_MIN_GROUP_CHANNELS)):
+        return 0
+    return tail
+
+
 cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
                      const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
-    cdef Py_ssize_t plane = J.plane, mtot = J.n * plane, items, item, ntiles
-    cdef double flops = 2.0 * mtot * J.kc * J.ncol * J.groups
-    cdef int failed = 0, team
-    J.mr = tile_mr(C)
-    J.nr = tile_nr(C)
+    cdef Py_ssize_t items = pixtile_plan(J, C, nthreads), item
+    cdef double flops = 2.0 * J.n * J.plane * J.kc * J.ncol * J.groups
+    cdef int failed = 0
+    cdef int team = plan_threads(nthreads, flops, items)
+    if team == 1:
+        for item in range(items):
+            pixtile_item(J, item, A, C, R, M, packed, &failed)
+    else:
+        for item in prange(items, schedule='dynamic', num_threads=team):
+            pixtile_item(J, item, A, C, R, M, packed, &failed)
+    return failed
+
+
+cdef Py_ssize_t pixtile_plan(PixTileJob *J, real *dummy, Py_ssize_t nthreads) noexcept nogil:
+    """Tiles, panels, blocks and pieces of J's pixels [first, plane) of
+    every plane; returns the number of items."""
+    cdef Py_ssize_t pixels = J.plane - J.first, mtot = J.n * pixels, ntiles
+    J.mr = tile_mr(dummy)
+    J.nr = tile_nr(dummy)
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.ppg = cdiv(J.ncol, J.nr)
     J.gs = J.ppg * J.ps
@@ -204,28 +238,20 @@ cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
     J.nsplit = 1
     if nthreads > 1 and mtot < 8 * <Py_ssize_t>J.mr * nthreads and J.groups < nthreads:
         J.nsplit = imin(J.ppg, nthreads)
-    ntiles = cdiv(plane, J.mr)
+    ntiles = cdiv(pixels, J.mr)
     # Every block streams all the weights: past an L2 block of them, one
     # block per image (per thread), as the NHWC driver does with its shares.
     if J.kc * J.ncol * sizeof(real) > L2_BLOCK_BYTES:
         J.nblocks = 1
     else:
-        J.nblocks = cdiv(plane, imax(<Py_ssize_t>J.mr,
-                                     PIXEL_BLOCK_BYTES // ((J.kc + J.ncol) * sizeof(real))))
+        J.nblocks = cdiv(pixels, imax(<Py_ssize_t>J.mr,
+                                      PIXEL_BLOCK_BYTES // ((J.kc + J.ncol) * sizeof(real))))
     if nthreads > 1 and J.nsplit == 1:
         J.nblocks = imax(J.nblocks, cdiv(2 * nthreads, J.n * J.groups))
     J.nblocks = imin(J.nblocks, ntiles)
     J.block = J.mr * cdiv(ntiles, J.nblocks)
-    J.nblocks = cdiv(plane, J.block)
-    items = J.n * J.nblocks * J.groups * J.nsplit
-    team = plan_threads(nthreads, flops, items)
-    if team == 1:
-        for item in range(items):
-            pixtile_item(J, item, A, C, R, M, packed, &failed)
-    else:
-        for item in prange(items, schedule='dynamic', num_threads=team):
-            pixtile_item(J, item, A, C, R, M, packed, &failed)
-    return failed
+    J.nblocks = cdiv(pixels, J.block)
+    return J.n * J.nblocks * J.groups * J.nsplit
 
 
 cdef void pixtile_job(PixTileJob *P, const Geom *g, bint grad_input) noexcept nogil:

@@ -343,6 +343,53 @@ def test_nchw_small_planes(rng, dtype, shape, threads):
     assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
 
 
+# Larger NCHW planes whose last panel would hold only a few pixels (a
+# quarter of the kernel's panel width or less: 14x14 = 6 x 32 + 4) leave
+# those pixels of every plane to pixel tiles, in the plane driver's team.
+# Panel widths differ by kernel (32, 16 or 8 floats), so these tails are
+# 1-4 pixels on every path: 10x10, 14x14, 11x6 (66), 9x11 (99); a grouped
+# layer, many output panels (inputs regrouped), residual in its own buffer
+# and in place.
+PLANE_TAIL_SHAPES = [
+    # (n, c_in, c_out, groups, h, w)
+    (2, 33, 70, 1, 10, 10),
+    (1, 64, 400, 1, 14, 14),
+    (1, 130, 260, 2, 14, 14),
+    (1, 20, 40, 1, 11, 6),
+    (3, 9, 5, 1, 9, 11),
+]
+
+
+@pytest.mark.parametrize("shape", PLANE_TAIL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_plane_tails(rng, dtype, shape):
+    n, c_in, c_out, groups, h, w = shape
+    case = ref.make_case(rng, dtype=dtype, layout="NCHW", n=n, c_in=c_in,
+                         c_out=c_out, h=h, w=w, groups=groups, residual=True)
+    before = snapshot(case["x"], case["residual"], case["weight"], case["bias"])
+    for act in (None, "relu6"):
+        results = []
+        for threads in (1, 2, 3):
+            layer = pwconv.PointwiseConv2d(c_in, c_out, groups=groups, layout="NCHW",
+                                           dtype=dtype, activation=act, num_threads=threads)
+            layer.weight = case["weight"]
+            layer.bias = case["bias"]
+            for residual in (None, case["residual"]):
+                y = layer(case["x"], residual=residual)
+                expected = ref.forward(case["x"], case["weight"], case["bias"],
+                                       groups=groups, residual=residual, activation=act)
+                assert_close(y, expected, k=c_in // groups)
+                results.append(y)
+            in_place = case["residual"].copy()
+            layer(case["x"], residual=in_place, out=in_place)
+            np.testing.assert_array_equal(in_place, y)
+        # Every value is one kernel's whole dot product, whichever thread
+        # computes it: threads 2 and 3 match thread 1 bit for bit.
+        for i in range(2, len(results)):
+            np.testing.assert_array_equal(results[i], results[i % 2])
+    assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
+
+
 # Grouped NCHW layers whose groups are wide enough (64 channels in and out)
 # take the pixel tiles too, one group's planes at a time; narrower groups
 # stay on the plane driver.  Off-tile channel counts per group (65, 70, 130),
