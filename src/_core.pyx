@@ -311,6 +311,28 @@ cdef inline void *data(object arr):
     return cnp.PyArray_DATA(<cnp.ndarray>arr) if arr is not None else NULL
 
 
+cdef inline Py_ssize_t cell_run(Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t ntiles,
+                                Py_ssize_t *u0, Py_ssize_t *u1, Py_ssize_t *t0,
+                                Py_ssize_t *t1) noexcept nogil:
+    """The next run of a column piece's (panel, row tile) cells [c0, c1),
+    numbered panel by panel, ntiles row tiles a panel: whole panels [u0, u1)
+    with row tiles [0, ntiles), or part of panel u0 (u1 = u0 + 1), row tiles
+    [t0, t1).  Returns the cells it takes.  The drivers that split a small
+    map's panels between threads walk their pieces with it, so a panel may
+    be cut between two pieces at a row tile."""
+    cdef Py_ssize_t whole
+    u0[0] = c0 // ntiles
+    t0[0] = c0 % ntiles
+    whole = (c1 - c0) // ntiles if t0[0] == 0 else 0
+    if whole:
+        u1[0] = u0[0] + whole
+        t1[0] = ntiles
+        return whole * ntiles
+    u1[0] = u0[0] + 1
+    t1[0] = imin(ntiles, t0[0] + (c1 - c0))
+    return t1[0] - t0[0]
+
+
 # ------------------------------------------------------------ geometry
 
 cdef struct Geom:

@@ -89,27 +89,19 @@ cdef void pixtile_item(const PixTileJob *J, Py_ssize_t item, const real *A, real
     cdef Py_ssize_t p0 = J.first + (it // J.groups % J.nblocks) * J.block
     cdef Py_ssize_t rows = imin(J.block, J.plane - p0)
     cdef Py_ssize_t ntiles = cdiv(rows, J.mr), cells = J.ppg * ntiles
-    cdef Py_ssize_t c0, c1, u, t0, t1, whole
+    cdef Py_ssize_t c0, c1, u0, u1, t0, t1
     if J.nsplit == 1:
         pixtile_block(J, n, grp, p0, rows, 0, J.ppg, A, C, R, M, packed, failed)
         return
     # Panels split between pieces: an equal share of the block's (panel,
-    # row tile) cells each, panel by panel, as nhwc_cells does (whole
-    # panels left 160 outputs, 5 panels, at 2 and 3 for two threads).
+    # row tile) cells each (see cell_run; whole panels left 160 outputs,
+    # 5 panels, at 2 and 3 for two threads).
     c0 = s * cells // J.nsplit
     c1 = (s + 1) * cells // J.nsplit
     while c0 < c1:
-        u = c0 // ntiles
-        t0 = c0 % ntiles
-        whole = (c1 - c0) // ntiles if t0 == 0 else 0
-        if whole:
-            pixtile_block(J, n, grp, p0, rows, u, u + whole, A, C, R, M, packed, failed)
-            c0 += whole * ntiles
-        else:
-            t1 = imin(ntiles, t0 + (c1 - c0))
-            pixtile_block(J, n, grp, p0 + t0 * J.mr, imin(rows, t1 * J.mr) - t0 * J.mr,
-                          u, u + 1, A, C, R, M, packed, failed)
-            c0 += t1 - t0
+        c0 += cell_run(c0, c1, ntiles, &u0, &u1, &t0, &t1)
+        pixtile_block(J, n, grp, p0 + t0 * J.mr, imin(rows, t1 * J.mr) - t0 * J.mr,
+                      u0, u1, A, C, R, M, packed, failed)
 
 
 cdef void pixtile_block(const PixTileJob *J, Py_ssize_t n, Py_ssize_t grp, Py_ssize_t p0,
