@@ -497,7 +497,7 @@ cdef int _forward(const Geom *g, const real *x, const real *wpacked,
     cdef PixTileJob P
     if g.n * g.ho * g.wo == 0 or g.cout == 0:
         return 0
-    if not nhwc and pixtile_path(g, wpacked):
+    if not nhwc and pixtile_forward(g, wpacked):
         pixtile_job(&P, g, False)
         P.prm.clamp = clamp
         P.prm.lo = lo

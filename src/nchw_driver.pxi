@@ -20,12 +20,10 @@ cdef struct NchwJob:
                                   # a pixel-tile job, see nchw_tail_pixels)
     Py_ssize_t strip, nstrips     # pixels per strip, strips per image
     Py_ssize_t rsplit             # pieces the C rows are cut into
-    Py_ssize_t direct_max_rows    # C rows up to which B may be read in place
     bint direct                   # B's whole panels are read in place
     Py_ssize_t kblock             # depth per pass over the row tiles
     bint ahead_b                  # ask for the next strip's B rows early
     Py_ssize_t team_step          # items from one a thread takes to its next
-    bint b_in_l1                  # B's rows, read in place, stay in L1
     bint masked
     double mlo, mhi
     pw_gemm_params prm
@@ -212,6 +210,21 @@ cdef bint l1_holds_rows(Py_ssize_t stride_bytes, Py_ssize_t rows) noexcept nogil
     return 2 * rows <= 3 * 8 * sets
 
 
+cdef bint nchw_b_in_place(Py_ssize_t kc, Py_ssize_t rows, Py_ssize_t b_plane, size_t nr,
+                          size_t elem) noexcept nogil:
+    """Whether the plane driver reads a contiguous B (kc rows of b_plane
+    elements of `elem` bytes, for `rows` C rows in NR-wide panels) in place
+    rather than packing it: few row tiles reuse a packed copy
+    (NCHW_DIRECT_MAX_ROWS), and deeper strips are narrow (a few panels
+    wide), so in place they are that many short row pieces per strip, while
+    packed panels stream (NCHW_DIRECT_MAX_DEPTH)."""
+    cdef Py_ssize_t depth = imin(kc, KBLOCK_BYTES // <Py_ssize_t>elem)
+    cdef bint wide = nr * elem >= 128
+    return (rows <= (NCHW_DIRECT_MAX_ROWS_WIDE if wide else NCHW_DIRECT_MAX_ROWS)
+            and depth <= (NCHW_DIRECT_MAX_DEPTH_WIDE if wide else NCHW_DIRECT_MAX_DEPTH)
+            and l1_holds_rows(b_plane * elem, depth))
+
+
 cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
                   const real *rowbias, const real *R, const real *M,
                   Py_ssize_t nthreads, PixTileJob *tail,
@@ -230,14 +243,6 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.nr = tile_nr(C)
     J.ps = pw_panel_stride(J.kc, J.nr)
     J.kblock = KBLOCK_BYTES // sizeof(real)
-    # In place only up to NCHW_DIRECT_MAX_DEPTH rows: deeper strips are
-    # narrow (a few panels wide), so in place they are that many short row
-    # pieces per strip, while packed panels stream.
-    cdef bint wide = J.nr * sizeof(real) >= 128
-    J.direct_max_rows = NCHW_DIRECT_MAX_ROWS_WIDE if wide else NCHW_DIRECT_MAX_ROWS
-    J.b_in_l1 = (l1_holds_rows(J.b_plane * sizeof(real), imin(J.kc, J.kblock))
-                 and imin(J.kc, J.kblock) <= (NCHW_DIRECT_MAX_DEPTH_WIDE if wide
-                                              else NCHW_DIRECT_MAX_DEPTH))
     # As many panels per strip as keep one depth block of them in half the
     # L2 budget: the kernel walks all of them for each row tile of weights,
     # so the weights are read once per strip and the strip stays in L2.
@@ -255,11 +260,10 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.nstrips = cdiv(npan, strip_max)
     J.rsplit = 1
     # Where B's strip is contiguous (no stride or padding to gather through,
-    # no activation mask to apply) and few row tiles would reuse a packed
-    # copy (NCHW_DIRECT_MAX_ROWS), whole panels are read in place and only
-    # the ragged tail is packed.
+    # no activation mask to apply), whole panels may be read in place and
+    # only the ragged tail is packed.
     J.direct = (not J.masked and (J.grad_input or g.simple)
-                and rtot <= J.direct_max_rows and J.b_in_l1)
+                and nchw_b_in_place(J.kc, rtot, J.b_plane, J.nr, sizeof(real)))
     # Otherwise every row piece packs the strip of B it reads for itself,
     # so each piece beyond one per thread packs it again.  In-process A/B,
     # one piece per thread against two where B is packed, forward, batch 1,

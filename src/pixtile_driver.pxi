@@ -13,8 +13,10 @@
 # transposed weights), and the C block is transposed into the output
 # planes.  Only per-block copies, never a whole-tensor transpose.  Used for
 # stride 1, no padding, small planes and one group or wide ones
-# (nchw_pixel_tiles), where the caller passes the panels, and for the last
-# few pixels of each larger plane in a forward pass (nchw_tail_pixels).
+# (nchw_pixel_tiles), where the caller passes the panels; in a forward pass
+# also for larger planes of layers that cut the channels by 4 or more
+# (pixtile_forward), and for the last few pixels of each larger plane
+# (nchw_tail_pixels).
 
 cdef Py_ssize_t PIXEL_MAX_PLANE = 64
 # Channels (in and out) each group needs for pixel tiles.  In-process A/B
@@ -175,6 +177,32 @@ cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
     MobileNetV2's 14x14 layers ran 5-30% slower this way (interleaved A/B,
     one thread), its 7x7 layers 3-10% faster."""
     return panels != NULL and g.simple and pixtile_shape(g.groups, g.h * g.w, g.kg, g.ng)
+
+
+# Larger planes whose B the plane driver packs (see nchw_b_in_place) copy
+# the whole input, C_in x pixels, on every call, a pass bound by L2 that
+# the arithmetic does not hide; pixel tiles copy the output instead, C_out x
+# pixels, out of L2.  Where the input has at least this many times the
+# output's channels, that is the smaller copy.  In-process A/B on the same
+# layer objects, ResNet-50 b1 forward, NCHW: 1 thread 256->64 at 56x56
+# 0.93 of the time, 512->128 at 28x28 0.94, 1024->256 at 14x14 0.98, the
+# suite 0.99; 2 threads 0.93, 0.96, 0.96 and 0.99.  At twice (256->128,
+# 512->256, 1024->512) even to 8% slower; where the plane driver reads
+# the input in place (MobileNetV2's 56x56 and 28x28 projections) 11-19%
+# slower.
+cdef Py_ssize_t PIXEL_REDUCE_MIN_RATIO = 4
+
+
+cdef bint pixtile_forward(const Geom *g, const real *panels) noexcept nogil:
+    """Whether an NCHW forward pass runs wholly on pixel tiles: small
+    planes (pixtile_path), and larger ones of one group that reduce the
+    channels PIXEL_REDUCE_MIN_RATIO times or more where the plane driver
+    would pack the input."""
+    if pixtile_path(g, panels):
+        return True
+    return (panels != NULL and g.simple and g.groups == 1
+            and PIXEL_REDUCE_MIN_RATIO * g.ng <= g.kg
+            and not nchw_b_in_place(g.kg, g.ng, g.h * g.w, tile_nr(panels), sizeof(real)))
 
 
 cdef Py_ssize_t nchw_tail_pixels(const Geom *g, const real *panels,

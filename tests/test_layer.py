@@ -363,7 +363,12 @@ PLANE_TAIL_SHAPES = [
 @pytest.mark.parametrize("shape", PLANE_TAIL_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_nchw_plane_tails(rng, dtype, shape):
-    n, c_in, c_out, groups, h, w = shape
+    check_nchw_layer_across_threads(rng, dtype, *shape)
+
+
+def check_nchw_layer_across_threads(rng, dtype, n, c_in, c_out, groups, h, w):
+    """An NCHW layer at 1-3 threads, with no residual, its own and in
+    place, against the reference and bitwise against itself."""
     case = ref.make_case(rng, dtype=dtype, layout="NCHW", n=n, c_in=c_in,
                          c_out=c_out, h=h, w=w, groups=groups, residual=True)
     before = snapshot(case["x"], case["residual"], case["weight"], case["bias"])
@@ -388,6 +393,27 @@ def test_nchw_plane_tails(rng, dtype, shape):
         for i in range(2, len(results)):
             np.testing.assert_array_equal(results[i], results[i % 2])
     assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
+
+
+# Larger NCHW planes of layers that cut the channels by 4 or more, where the
+# plane driver would pack the input (more output channels than it reads in
+# place, a depth past its limit, or plane rows that crowd a few L1 sets),
+# run wholly on pixel tiles: 400->100 at 9x9, 600->40 at 10x10, 128->32 at
+# 32x32 (4 KB plane rows) and at 4x12x12; every kernel path's panel width.
+REDUCE_PIXEL_SHAPES = [
+    # (n, c_in, c_out, h, w)
+    (1, 400, 100, 9, 9),
+    (2, 600, 40, 10, 10),
+    (1, 128, 32, 32, 32),
+    (4, 128, 32, 12, 12),
+]
+
+
+@pytest.mark.parametrize("shape", REDUCE_PIXEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_reducing_layers_on_pixel_tiles(rng, dtype, shape):
+    n, c_in, c_out, h, w = shape
+    check_nchw_layer_across_threads(rng, dtype, n, c_in, c_out, 1, h, w)
 
 
 # Grouped NCHW layers whose groups are wide enough (64 channels in and out)
