@@ -22,6 +22,7 @@ C_SOURCES = [
     "src/gemm_avx512.c",
     "src/gemm_neon.c",
     "src/pw_dispatch.c",
+    "src/pw_gather.c",
     "src/pw_pack.c",
     "src/pw_scratch.c",
     "src/pw_transpose.c",

@@ -199,7 +199,15 @@ def pointwise_conv2d(x, weight, bias=None, *, stride=1, padding=0, groups=1,
 
 def run_forward(call, x, residual, out, packs):
     """Forward on checked arguments (shared with the layer object)."""
-    xc = np.ascontiguousarray(x if call.gather is None else x[call.gather])
+    threads = call.threads or _core.default_threads()
+    if call.gather is None:
+        xc = np.ascontiguousarray(x)
+    elif x.flags.c_contiguous:
+        # pwconv's own gather (see src/pw_gather.c), on the call's threads.
+        xc = _core.gather_strided(x, np.empty(call.fwd_in, x.dtype), call.nhwc,
+                                  *call.stride, threads)
+    else:
+        xc = np.ascontiguousarray(x[call.gather])
     rc = np.ascontiguousarray(residual) if residual is not None else None
     if out is None:
         out = aligned_array(call.out_shape, call.dtype)
@@ -217,8 +225,7 @@ def run_forward(call, x, residual, out, packs):
     if nhwc and wpacked is None:
         wpacked = call.pack(packs, "forward")
     _core.forward(xc, wpacked, call.w2d, call.bias, rc, oc, nhwc, sh, sw, top, left,
-                  groups, call.clamp, call.lo, call.hi,
-                  call.threads or _core.default_threads())
+                  groups, call.clamp, call.lo, call.hi, threads)
     return out
 
 

@@ -390,6 +390,62 @@ cdef int plan_threads(Py_ssize_t requested, double flops,
     return <int>imax(1, imin(imin(requested, items), useful))
 
 
+# ------------------------------------------------------------ strided input
+
+# Bytes each thread of a gather must copy (a few microseconds) to be woken.
+GATHER_THREAD_BYTES = 256 * 1024
+
+
+def gather_strided(object src, object dst, bint nhwc, Py_ssize_t sh, Py_ssize_t sw,
+                   Py_ssize_t nthreads):
+    """dst = the pixels of the C-contiguous map src that a (sh, sw)-strided,
+    unpadded 1x1 convolution reads, as a dense map: NCHW (n, c, h, w) ->
+    (n, c, ho, wo), NHWC (n, h, w, c) -> n*ho*wo pixels of c.  dst: any
+    C-contiguous array of that many elements and src's dtype."""
+    cdef Py_ssize_t n = src.shape[0]
+    cdef Py_ssize_t maps = n if nhwc else n * src.shape[1]
+    cdef Py_ssize_t h = src.shape[1] if nhwc else src.shape[2]
+    cdef Py_ssize_t w = src.shape[2] if nhwc else src.shape[3]
+    cdef Py_ssize_t inner = src.shape[3] if nhwc else 1
+    cdef Py_ssize_t ho = (h - 1) // sh + 1 if h else 0
+    cdef Py_ssize_t wo = (w - 1) // sw + 1 if w else 0
+    cdef Py_ssize_t rows = maps * ho, chunk, team, t
+    if sh < 1 or sw < 1:
+        raise ValueError(f"strides must be >= 1, got ({sh}, {sw})")
+    if dst.dtype != src.dtype or dst.size != rows * wo * inner:
+        raise ValueError("dst must hold the gathered map in src's dtype")
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("src and dst must be C-contiguous")
+    if rows * wo * inner == 0:
+        return dst
+    cdef bint f32 = is_f32(src)
+    cdef char *ps = <char *>data(src)
+    cdef char *pd = <char *>data(dst)
+    team = <Py_ssize_t>imax(1, imin(imin(nthreads, rows),
+                                    dst.nbytes // GATHER_THREAD_BYTES))
+    chunk = cdiv(rows, team)
+    with nogil:
+        if team == 1:
+            gather_rows(f32, pd, ps, 0, rows, h, w, inner, sh, sw, ho, wo)
+        else:
+            for t in prange(team, schedule='static', num_threads=team):
+                gather_rows(f32, pd, ps, t * chunk, imin(rows, (t + 1) * chunk), h, w,
+                            inner, sh, sw, ho, wo)
+    return dst
+
+
+cdef inline void gather_rows(bint f32, char *dst, const char *src, Py_ssize_t row0,
+                             Py_ssize_t row1, Py_ssize_t h, Py_ssize_t w,
+                             Py_ssize_t inner, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t ho, Py_ssize_t wo) noexcept nogil:
+    if f32:
+        pw_gather_f32(<float *>dst, <const float *>src, row0, row1, h, w, inner, sh, sw,
+                      ho, wo)
+    else:
+        pw_gather_f64(<double *>dst, <const double *>src, row0, row1, h, w, inner, sh,
+                      sw, ho, wo)
+
+
 # ------------------------------------------------------------ weight packing
 
 def pack_panels(object w, object bias, Py_ssize_t groups, bint transposed,

@@ -78,6 +78,12 @@ cdef extern from "pw_pack.h" nogil:
     void pw_gather_tiles_f64(double *dst, size_t mr, const double *src,
                              Py_ssize_t src_rs, size_t kc, size_t npix,
                              const double *mask, double lo, double hi)
+    void pw_gather_f32(float *dst, const float *src, size_t row0, size_t row1,
+                       size_t h, size_t w, size_t inner, size_t sh, size_t sw,
+                       size_t ho, size_t wo)
+    void pw_gather_f64(double *dst, const double *src, size_t row0, size_t row1,
+                       size_t h, size_t w, size_t inner, size_t sh, size_t sw,
+                       size_t ho, size_t wo)
     void pw_transpose_f32(float *dst, Py_ssize_t dst_rs, const float *src,
                           Py_ssize_t src_rs, size_t rows, size_t cols,
                           const float *r, Py_ssize_t r_rs, int clamp,

@@ -105,4 +105,14 @@ static inline void pw_prefetch_rows(const void *base, size_t rows, size_t row_by
 #endif
 }
 
+/* Rows [row0, row1) of `maps` dense maps of ho x wo pixels (row r is row
+ * r % ho of map r / ho), each pixel `inner` values: pixel (i, j) of a map
+ * is pixel (i*sh, j*sw) of the same map in src, whose maps are h x w
+ * pixels.  NCHW: maps are channel planes, inner 1; NHWC: maps are images,
+ * inner the channels. */
+void pw_gather_f32(float *dst, const float *src, size_t row0, size_t row1, size_t h,
+                   size_t w, size_t inner, size_t sh, size_t sw, size_t ho, size_t wo);
+void pw_gather_f64(double *dst, const double *src, size_t row0, size_t row1, size_t h,
+                   size_t w, size_t inner, size_t sh, size_t sw, size_t ho, size_t wo);
+
 #endif

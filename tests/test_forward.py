@@ -544,3 +544,30 @@ def test_calls_of_one_form_use_their_own_data(rng, dtype, layout):
                             layout=layout, groups=2, stride=(1, 2))
         for a, e, k in zip(got, want, (17, 2 * 5 * 4, 2 * 5 * 4)):
             assert_close(a, e, k=k)
+
+
+# Strided, unpadded maps are gathered into a dense copy before the GEMM;
+# past 256 KB a thread the gather's rows are split between threads.  Odd
+# map sizes, unequal strides, and a view that is not contiguous (gathered
+# by numpy instead).
+@pytest.mark.parametrize("stride", [2, (2, 3), (3, 1)], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_strided_gather_across_threads(rng, dtype, layout, stride):
+    case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=64, c_out=24,
+                     h=91, w=89, stride=stride, residual=True)
+    expected = ref.forward(case["x"], case["weight"], case["bias"], stride=stride,
+                           layout=layout, residual=case["residual"])
+    results = []
+    for threads in (1, 2, 3):
+        results.append(pwconv.pointwise_conv2d(
+            case["x"], case["weight"], case["bias"], stride=stride, layout=layout,
+            residual=case["residual"], num_threads=threads))
+        assert_close(results[-1], expected, k=64)
+    viewed = restride(case["x"], "slice", layout)
+    assert not viewed.flags.c_contiguous
+    assert_close(pwconv.pointwise_conv2d(viewed, case["weight"], case["bias"],
+                                         stride=stride, layout=layout,
+                                         residual=case["residual"]), expected, k=64)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
