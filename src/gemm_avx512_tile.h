@@ -106,7 +106,7 @@ INLINE void NAMED(epilogue_)(const int W, const int WHOLE, T *c, const T *r, V51
 INLINE void NAMED(panel_)(const size_t MRC, const int W, const int WHOLE, const int epi, size_t mr,
                           const T *const *rows, const T *panel,
                           T *c, const T *r, size_t ncols,
-                          const T *row_bias, const pw_gemm_params *p)
+                          const T *row_bias, const pw_gemm_params *p, T *copy)
 {
     /* epi (see EPI_ANY): unless EPI_ANY, known at compile time, so the
      * epilogue carries no tests for what it rules out. */
@@ -144,10 +144,15 @@ INLINE void NAMED(panel_)(const size_t MRC, const int W, const int WHOLE, const 
     /* The float k loops run four steps per iteration and the unit A stride
      * keeps one shared index (see gemm_avx2.c for the measurements behind
      * both). */
-#define K_STEP(A_AT)                                                          \
+#define K_STEP(A_AT) K_STEP_COPY(A_AT, (T *)0)
+#define K_STEP_COPY(A_AT, CP)                                                 \
     do {                                                                      \
         const V512 b0 = W >= L ? OP512(loadu)(b) : zero;                      \
         const V512 b1 = W == NR ? OP512(loadu)(b + L) : zero;                 \
+        if (CP) {                                                             \
+            OP512(storeu)(CP, b0);                                            \
+            OP512(storeu)(CP + L, b1);                                        \
+        }                                                                     \
         const V256 by = W == 3 * L / 2 ? OP256(loadu)(b + L)                  \
                         : W == L / 2 ? OP256(loadu)(b) : OP256(setzero)();    \
         UNROLL_ROWS                                                           \
@@ -163,7 +168,13 @@ INLINE void NAMED(panel_)(const size_t MRC, const int W, const int WHOLE, const 
             }                                                                 \
         }                                                                     \
     } while (0)
-    if (aks == 1) {
+    if (W == NR && WHOLE && MRC == 7 && copy && aks == 1) {
+        /* Direct B copied into packed panels while it is read (b_copy). */
+        T *cp = copy + NR;
+        K_UNROLL
+        for (size_t k = 0; k < kc; k++, b += bstep, cp += NR)
+            K_STEP_COPY(rows[i] + k, cp);
+    } else if (aks == 1) {
         K_UNROLL
         for (size_t k = 0; k < kc; k++, b += bstep)
             K_STEP(rows[i] + k);
@@ -180,6 +191,7 @@ INLINE void NAMED(panel_)(const size_t MRC, const int W, const int WHOLE, const 
             K_STEP(rows[i] + ak);
     }
 #undef K_STEP
+#undef K_STEP_COPY
     const V512 lo = SET1((T)p->lo), hi = SET1((T)p->hi);
     UNROLL_ROWS
     for (size_t i = 0; i < MRC; i++) {
@@ -208,6 +220,7 @@ INLINE void NAMED(tile_)(const size_t MRC, const int AHEAD, size_t mr, size_t nc
         if (AHEAD) ahead_panel(&ah);
         const T *panel = packed + (j0 / NR) * p->panel_stride;
         const T *rj = r ? r + j0 : NULL;
+        T *cp = p->b_copy ? (T *)p->b_copy + (j0 / NR) * p->b_copy_ps : NULL;
         switch (PANEL_CLASS(ncols)) {
         case NR:
             /* Whole panels (all but a ragged last one) know it at compile
@@ -215,26 +228,26 @@ INLINE void NAMED(tile_)(const size_t MRC, const int AHEAD, size_t mr, size_t nc
              * a relu6 + residual MobileNetV2 b1 NHWC pass (in-process A/B). */
             if (ncols == NR)
                 WITH_EPI_INSTANCE(epi, NAMED(panel_)(MRC, NR, 1, EPI_NOW, mr, rows, panel,
-                                                     c + j0, rj, ncols, row_bias, p));
+                                                     c + j0, rj, ncols, row_bias, p, cp));
             else
                 NAMED(panel_)(MRC, NR, 0, EPI_ANY, mr, rows, panel, c + j0, rj, ncols,
-                              row_bias, p);
+                              row_bias, p, NULL);
             break;
         case 3 * L / 2:
             WITH_EPI_INSTANCE(epi, NAMED(panel_)(MRC, 3 * L / 2, 0, EPI_NOW, mr, rows, panel,
-                                                 c + j0, rj, ncols, row_bias, p));
+                                                 c + j0, rj, ncols, row_bias, p, NULL));
             break;
         case L:
             if (MID_INSTANCES)
                 WITH_EPI_INSTANCE(epi, NAMED(panel_)(MRC, L, 0, EPI_NOW, mr, rows, panel,
-                                                     c + j0, rj, ncols, row_bias, p));
+                                                     c + j0, rj, ncols, row_bias, p, NULL));
             else
                 NAMED(panel_)(MRC, L, 0, EPI_ANY, mr, rows, panel, c + j0, rj, ncols,
-                              row_bias, p);
+                              row_bias, p, NULL);
             break;
         default:
             NAMED(panel_)(MRC, L / 2, 0, EPI_ANY, mr, rows, panel, c + j0, rj, ncols,
-                          row_bias, p);
+                          row_bias, p, NULL);
         }
     }
 }

@@ -17,6 +17,8 @@ cdef extern from "pw_kernels.h" nogil:
         size_t ahead_rows
         size_t ahead_row_bytes
         Py_ssize_t ahead_rs
+        void *b_copy
+        size_t b_copy_ps
 
     ctypedef void (*pw_gemm_f32_fn)(size_t, size_t, const float *, const float *,
                                     float *, const float *, const float *,
@@ -33,6 +35,7 @@ cdef extern from "pw_kernels.h" nogil:
         size_t mr_f64
         size_t nr_f64
         pw_gemm_f64_fn gemm_f64
+        int copies_b
 
 cdef extern from "pw_runtime.h" nogil:
     const pw_isa *pw_isa_by_name(const char *name)

@@ -9,17 +9,17 @@
 
 static const pw_isa generic_isa = {
     "generic", PW_MR_GENERIC, PW_NR_GENERIC, pw_gemm_f32_generic,
-    PW_MR_GENERIC, PW_NR_GENERIC, pw_gemm_f64_generic};
+    PW_MR_GENERIC, PW_NR_GENERIC, pw_gemm_f64_generic, 0};
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PW_HAVE_AVX2_BUILD 1
 static const pw_isa avx2_isa = {
     "avx2", PW_MR_AVX2_F32, PW_NR_AVX2_F32, pw_gemm_f32_avx2,
-    PW_MR_AVX2_F64, PW_NR_AVX2_F64, pw_gemm_f64_avx2};
+    PW_MR_AVX2_F64, PW_NR_AVX2_F64, pw_gemm_f64_avx2, 0};
 
 static const pw_isa avx512_isa = {
     "avx512", PW_MR_AVX512_F32, PW_NR_AVX512_F32, pw_gemm_f32_avx512,
-    PW_MR_AVX512_F64, PW_NR_AVX512_F64, pw_gemm_f64_avx512};
+    PW_MR_AVX512_F64, PW_NR_AVX512_F64, pw_gemm_f64_avx512, 1};
 
 static int cpu_has_avx2(void)
 {
@@ -41,7 +41,7 @@ static int cpu_has_avx512(void)
 /* NEON (Advanced SIMD) is part of the AArch64 base architecture. */
 static const pw_isa neon_isa = {
     "neon", PW_MR_NEON_F32, PW_NR_NEON_F32, pw_gemm_f32_neon,
-    PW_MR_NEON_F64, PW_NR_NEON_F64, pw_gemm_f64_neon};
+    PW_MR_NEON_F64, PW_NR_NEON_F64, pw_gemm_f64_neon, 0};
 #endif
 
 const pw_isa *pw_isa_by_name(const char *name)

@@ -47,6 +47,14 @@
  * the cache for them while its arithmetic runs, a few lines per panel so
  * the requests never crowd out its own loads; it must not read them.  A
  * kernel may ignore it.
+ *
+ * b_copy: NULL, or, on a call with direct B, mr == MR and nc a multiple of
+ * NR, where to copy B's panels as they are read: row k of panel p goes to
+ * b_copy + p*b_copy_ps + (1+k)*NR, the packed layout past its head row,
+ * which the kernel leaves alone (the caller zeroes it).  The NCHW plane
+ * driver has each group's first row tile do this instead of packing B in
+ * a pass of its own.  Only the families whose pw_isa entry sets copies_b
+ * do it; the driver asks nothing of the others.
  */
 #ifndef PW_KERNELS_H
 #define PW_KERNELS_H
@@ -68,6 +76,9 @@ typedef struct {
     const void *ahead;    /* NULL, or lines a later call reads (a hint; see below) */
     size_t ahead_rows, ahead_row_bytes;
     ptrdiff_t ahead_rs;   /* bytes between those rows */
+    void *b_copy;         /* NULL, or where a direct call also copies B's
+                             panels (see below; only if the isa copies_b) */
+    size_t b_copy_ps;     /* elements from one copied panel to the next */
 } pw_gemm_params;
 
 typedef void (*pw_gemm_f32_fn)(size_t mr, size_t nc, const float *a,
@@ -87,6 +98,7 @@ typedef struct {
     pw_gemm_f32_fn gemm_f32;
     size_t mr_f64, nr_f64;
     pw_gemm_f64_fn gemm_f64;
+    int copies_b;         /* both kernels honour pw_gemm_params.b_copy */
 } pw_isa;
 
 /* Kernel entry points; each is defined only where its file is compiled for

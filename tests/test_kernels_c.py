@@ -77,6 +77,7 @@ def _run(cmd, kernel, timeout):
     assert all(n > 0 for n in (p32, d32, k32, p64, d64, k64)), output
     assert k32 < p32 + d32 and k64 < p64 + d64, output
     assert p32 + d32 + p64 + d64 == int(m.group(2)), output
+    return output
 
 
 # (kernel, source file, cpu flags the host needs)
@@ -103,7 +104,12 @@ def test_kernel_native(kernel, source, flags, tmp_path):
     # target attributes, and this checks that they build without them.
     exe = tmp_path / ("check_gemm_" + kernel)
     _build(cc, kernel, kernel_src, exe)
-    _run([str(exe)], kernel, timeout=600)
+    output = _run([str(exe)], kernel, timeout=600)
+    # The kernels that copy direct B into panels (pw_isa.copies_b) are
+    # checked doing it.
+    if kernel == "avx512":
+        m = re.search(r"b_copy OK, (\d+) cases", output)
+        assert m and int(m.group(1)) > 0, output
 
 
 def _aarch64_tools():

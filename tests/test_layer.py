@@ -360,12 +360,6 @@ PLANE_TAIL_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("shape", PLANE_TAIL_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_nchw_plane_tails(rng, dtype, shape):
-    check_nchw_layer_across_threads(rng, dtype, *shape)
-
-
 def check_nchw_layer_across_threads(rng, dtype, n, c_in, c_out, groups, h, w):
     """An NCHW layer at 1-3 threads, with no residual, its own and in
     place, against the reference and bitwise against itself."""
@@ -393,6 +387,27 @@ def check_nchw_layer_across_threads(rng, dtype, n, c_in, c_out, groups, h, w):
         for i in range(2, len(results)):
             np.testing.assert_array_equal(results[i], results[i % 2])
     assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
+
+
+# NCHW planes whose input the plane driver packs (more output channels
+# than it reads in place for) get the packed panels copied by each group's
+# first row tile as it reads them in place, on the kernels that can: groups
+# whose first tile in a thread's piece is short pack them first instead
+# (50 rows a group, cut between threads), several strips, batches, tails.
+COPIED_B_SHAPES = [
+    # (n, c_in, c_out, groups, h, w)
+    (1, 24, 144, 1, 33, 30),
+    (2, 42, 150, 3, 10, 10),
+    (1, 64, 200, 1, 9, 11),
+    (3, 16, 112, 1, 12, 12),
+]
+
+
+@pytest.mark.parametrize("shape", PLANE_TAIL_SHAPES + COPIED_B_SHAPES,
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nchw_plane_driver_across_threads(rng, dtype, shape):
+    check_nchw_layer_across_threads(rng, dtype, *shape)
 
 
 # Larger NCHW planes of layers that cut the channels by 4 or more, where the

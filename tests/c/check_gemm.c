@@ -593,6 +593,76 @@ static void sweep(const family *f, long count[3])
     free(bf.mag);
 }
 
+/* ---- B copied while read in place (pw_gemm_params.b_copy) ---------------- */
+
+/* The kernels whose isa entry says copies_b (pw_dispatch.c). */
+#define COPIES_B (KERNEL_ID == 3)
+
+/* A whole tile over 1-3 whole panels of direct B, with b_copy pointing at
+ * panels of NaN: C must be bit for bit what the same call without b_copy
+ * gives, each copied panel's rows 1..kc must hold B's rows bit for bit, and
+ * its head row and the slack after its rows must stay NaN.  Returns the
+ * number of cases run. */
+static long copy_sweep(const family *f)
+{
+    const size_t NR = f->nr, MR = f->mr, slack = 5;
+    const size_t kcs[] = {0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 64, 255};
+    long cases = 0;
+    for (size_t ki = 0; ki < sizeof kcs / sizeof kcs[0]; ki++)
+        for (size_t np = 1; np <= 3; np++)
+            for (int v = 0; v < 4; v++) {
+                const size_t kc = kcs[ki], nc = np * NR, b_ks = nc + (v & 1 ? 3 : 0);
+                const size_t ps = (kc + 1) * NR + slack;
+                unsigned char *a = malloc((MR * kc + 1) * f->esz);
+                unsigned char *b = malloc((kc * b_ks + 1) * f->esz);
+                unsigned char *copy = malloc(np * ps * f->esz);
+                unsigned char *c0 = malloc(MR * nc * f->esz);
+                unsigned char *c1 = malloc(MR * nc * f->esz);
+                unsigned char *rb = malloc(MR * f->esz);
+                if (!a || !b || !copy || !c0 || !c1 || !rb) {
+                    fprintf(stderr, "check_gemm: out of memory\n");
+                    exit(2);
+                }
+                for (size_t i = 0; i < MR * kc; i++) set(f, a, i, urand());
+                for (size_t i = 0; i < kc * b_ks; i++) set(f, b, i, urand());
+                for (size_t i = 0; i < np * ps; i++) set(f, copy, i, NAN);
+                for (size_t i = 0; i < MR; i++) set(f, rb, i, urand());
+                pw_gemm_params p = {.kc = kc, .panel_stride = NR, .a_rs = (ptrdiff_t)kc,
+                                    .c_rs = (ptrdiff_t)nc, .b_ks = (ptrdiff_t)b_ks,
+                                    .clamp = v & 2, .lo = -0.25, .hi = 0.25};
+                snprintf(case_desc, sizeof case_desc, "%s f%d copy kc=%zu panels=%zu b_ks=%zu clamp=%d",
+                         STR(KERNEL), f->is64 ? 64 : 32, kc, np, b_ks, p.clamp);
+                call_kernel(f, MR, nc, kc ? (void *)a : NULL, b, c0, rb, NULL, &p);
+                p.b_copy = copy;
+                p.b_copy_ps = ps;
+                call_kernel(f, MR, nc, kc ? (void *)a : NULL, b, c1, rb, NULL, &p);
+                if (memcmp(c0, c1, MR * nc * f->esz) != 0) {
+                    fprintf(stderr, "check_gemm: FAIL: C differs with b_copy in case: %s\n",
+                            case_desc);
+                    exit(1);
+                }
+                for (size_t q = 0; q < np; q++)
+                    for (size_t e = 0; e < ps; e++) {
+                        const size_t k = e / NR, j = e % NR;
+                        const unsigned char *got = copy + (q * ps + e) * f->esz;
+                        int ok;
+                        if (k >= 1 && k <= kc)
+                            ok = memcmp(got, b + ((k - 1) * b_ks + q * NR + j) * f->esz,
+                                        f->esz) == 0;
+                        else
+                            ok = isnan(get(f, copy, q * ps + e));
+                        if (!ok) {
+                            fprintf(stderr, "check_gemm: FAIL: copied panel %zu element "
+                                    "%zu (row %zu) wrong in case: %s\n", q, e, k, case_desc);
+                            exit(1);
+                        }
+                    }
+                free(a); free(b); free(copy); free(c0); free(c1); free(rb);
+                cases++;
+            }
+    return cases;
+}
+
 int main(void)
 {
     struct sigaction sa;
@@ -608,6 +678,9 @@ int main(void)
     long n32[3] = {0, 0, 0}, n64[3] = {0, 0, 0};
     sweep(&f32, n32);
     sweep(&f64, n64);
+    if (COPIES_B)
+        printf("check_gemm %s: b_copy OK, %ld cases\n", STR(KERNEL),
+               copy_sweep(&f32) + copy_sweep(&f64));
     printf("check_gemm %s: OK, %ld cases (f32 %dx%d: %ld packed + %ld direct, "
            "%ld with k-major A; f64 %dx%d: %ld packed + %ld direct, %ld with "
            "k-major A)\n",
