@@ -138,7 +138,7 @@ INLINE void epilogue_f32(float *c, const float *r, __m256 v0, __m256 v1,
 INLINE void panel_f32(const size_t MRC, const int half, const int epi, size_t mr,
                       const float *const *rows, const float *panel,
                       float *c, const float *r, size_t ncols,
-                      const float *row_bias, const pw_gemm_params *p)
+                      const float *row_bias, const pw_gemm_params *p, float *copy)
 {
     /* epi (see EPI_ANY): unless EPI_ANY, known at compile time, so the
      * epilogue carries no tests for what it rules out. */
@@ -196,7 +196,22 @@ INLINE void panel_f32(const size_t MRC, const int half, const int epi, size_t mr
             }                                                                 \
         }                                                                     \
     }
-    if (aks == 1) {
+    if (!half && MRC == 6 && copy && aks == 1) {
+        /* Direct B copied into packed panels while it is read (b_copy). */
+        float *cp = copy + 16;
+        _Pragma("GCC unroll 4")
+        for (size_t k = 0; k < kc; k++, b += bstep, cp += 16) {
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+            _mm256_storeu_ps(cp, b0);
+            _mm256_storeu_ps(cp + 8, b1);
+            _Pragma("GCC unroll 6")
+            for (size_t i = 0; i < MRC; i++) {
+                const __m256 a = _mm256_broadcast_ss(rows[i] + k);
+                acc0[i] = _mm256_fmadd_ps(a, b0, acc0[i]);
+                acc1[i] = _mm256_fmadd_ps(a, b1, acc1[i]);
+            }
+        }
+    } else if (aks == 1) {
         K_LOOP_m256(1)
     } else if (p->a_rs == 1 && mr == MRC) {
         /* Grad weight's A: a tile's rows are adjacent channels of one
@@ -250,11 +265,14 @@ INLINE void tile_f32(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         if (AHEAD) ahead_panel(&ah);
         const float *panel = packed + (j0 / 16) * p->panel_stride;
         const float *rj = r ? r + j0 : NULL;
+        float *cp = p->b_copy && ncols == 16 ? (float *)p->b_copy + (j0 / 16) * p->b_copy_ps
+                                             : NULL;
         if (ncols <= 8)
-            panel_f32(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            panel_f32(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p,
+                      NULL);
         else
             WITH_EPI_INSTANCE(epi, panel_f32(MRC, 0, EPI_NOW, mr, rows, panel, c + j0,
-                                             rj, ncols, row_bias, p));
+                                             rj, ncols, row_bias, p, cp));
     }
 }
 
@@ -370,7 +388,7 @@ INLINE void epilogue_f64(double *c, const double *r, __m256d v0, __m256d v1,
 INLINE void panel_f64(const size_t MRC, const int half, const int epi, size_t mr,
                       const double *const *rows, const double *panel,
                       double *c, const double *r, size_t ncols,
-                      const double *row_bias, const pw_gemm_params *p)
+                      const double *row_bias, const pw_gemm_params *p, double *copy)
 {
     EPI_OPERANDS(epi);      /* as in panel_f32 */
     __m256d acc0[6], acc1[6];
@@ -402,7 +420,22 @@ INLINE void panel_f64(const size_t MRC, const int half, const int epi, size_t mr
             }                                                                 \
         }                                                                     \
     }
-    if (aks == 1) {
+    if (!half && MRC == 6 && copy && aks == 1) {
+        /* Direct B copied into packed panels while it is read (b_copy). */
+        double *cp = copy + 8;
+        _Pragma("GCC unroll 4")
+        for (size_t k = 0; k < kc; k++, b += bstep, cp += 8) {
+            const __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4);
+            _mm256_storeu_pd(cp, b0);
+            _mm256_storeu_pd(cp + 4, b1);
+            _Pragma("GCC unroll 6")
+            for (size_t i = 0; i < MRC; i++) {
+                const __m256d a = _mm256_broadcast_sd(rows[i] + k);
+                acc0[i] = _mm256_fmadd_pd(a, b0, acc0[i]);
+                acc1[i] = _mm256_fmadd_pd(a, b1, acc1[i]);
+            }
+        }
+    } else if (aks == 1) {
         K_LOOP_m256d(1)
     } else if (p->a_rs == 1 && mr == MRC) {
         /* Grad weight's A: a tile's rows are adjacent channels of one
@@ -455,11 +488,14 @@ INLINE void tile_f64(const size_t MRC, const int AHEAD, size_t mr, size_t nc, co
         if (AHEAD) ahead_panel(&ah);
         const double *panel = packed + (j0 / 8) * p->panel_stride;
         const double *rj = r ? r + j0 : NULL;
+        double *cp = p->b_copy && ncols == 8 ? (double *)p->b_copy + (j0 / 8) * p->b_copy_ps
+                                             : NULL;
         if (ncols <= 4)
-            panel_f64(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p);
+            panel_f64(MRC, 1, EPI_ANY, mr, rows, panel, c + j0, rj, ncols, row_bias, p,
+                      NULL);
         else
             WITH_EPI_INSTANCE(epi, panel_f64(MRC, 0, EPI_NOW, mr, rows, panel, c + j0,
-                                             rj, ncols, row_bias, p));
+                                             rj, ncols, row_bias, p, cp));
     }
 }
 

@@ -301,7 +301,8 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # objects, forward, NCHW, 1 thread: MobileNetV2 b1 56x56-14x14 layers
     # 0.99 of the time (24->144 0.97, 32->192 0.98), b8 0.99, training
     # step b4 0.99; ResNet-50 b1 0.99 (256->128 at 56x56 0.97); 2 threads
-    # 0.996.
+    # 0.996.  The AVX2 kernel on the same host: MobileNetV2 b1 0.99,
+    # ResNet-50 b1 0.996.
     J.copy_b = (ISA.copies_b and not J.direct and not J.masked and g.simple
                 and not J.grad_input and J.kc <= J.kblock)
     # Otherwise every row piece packs the strip of B it reads for itself,

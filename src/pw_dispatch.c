@@ -15,7 +15,7 @@ static const pw_isa generic_isa = {
 #define PW_HAVE_AVX2_BUILD 1
 static const pw_isa avx2_isa = {
     "avx2", PW_MR_AVX2_F32, PW_NR_AVX2_F32, pw_gemm_f32_avx2,
-    PW_MR_AVX2_F64, PW_NR_AVX2_F64, pw_gemm_f64_avx2, 0};
+    PW_MR_AVX2_F64, PW_NR_AVX2_F64, pw_gemm_f64_avx2, 1};
 
 static const pw_isa avx512_isa = {
     "avx512", PW_MR_AVX512_F32, PW_NR_AVX512_F32, pw_gemm_f32_avx512,

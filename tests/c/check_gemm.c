@@ -596,7 +596,7 @@ static void sweep(const family *f, long count[3])
 /* ---- B copied while read in place (pw_gemm_params.b_copy) ---------------- */
 
 /* The kernels whose isa entry says copies_b (pw_dispatch.c). */
-#define COPIES_B (KERNEL_ID == 3)
+#define COPIES_B (KERNEL_ID == 2 || KERNEL_ID == 3)
 
 /* A whole tile over 1-3 whole panels of direct B, with b_copy pointing at
  * panels of NaN: C must be bit for bit what the same call without b_copy
