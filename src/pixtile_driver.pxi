@@ -187,8 +187,8 @@ cdef bint pixtile_path(const Geom *g, const real *panels) noexcept nogil:
 # layer objects, ResNet-50 b1 forward, NCHW: 1 thread 256->64 at 56x56
 # 0.93 of the time, 512->128 at 28x28 0.94, 1024->256 at 14x14 0.98, the
 # suite 0.99; 2 threads 0.93, 0.96, 0.96 and 0.99.  At twice (256->128,
-# 512->256, 1024->512) even to 8% slower; where the plane driver reads
-# the input in place (MobileNetV2's 56x56 and 28x28 projections) 11-19%
+# 512->256, 1024->512) even to 6% slower; where the plane driver reads
+# the input in place (MobileNetV2's 56x56 and 28x28 projections) 9-15%
 # slower.
 cdef Py_ssize_t PIXEL_REDUCE_MIN_RATIO = 4
 
