@@ -402,6 +402,8 @@ def gather_strided(object src, object dst, bint nhwc, Py_ssize_t sh, Py_ssize_t 
     unpadded 1x1 convolution reads, as a dense map: NCHW (n, c, h, w) ->
     (n, c, ho, wo), NHWC (n, h, w, c) -> n*ho*wo pixels of c.  dst: any
     C-contiguous array of that many elements and src's dtype."""
+    if sh < 1 or sw < 1:
+        raise ValueError(f"strides must be >= 1, got ({sh}, {sw})")
     cdef Py_ssize_t n = src.shape[0]
     cdef Py_ssize_t maps = n if nhwc else n * src.shape[1]
     cdef Py_ssize_t h = src.shape[1] if nhwc else src.shape[2]
@@ -410,8 +412,6 @@ def gather_strided(object src, object dst, bint nhwc, Py_ssize_t sh, Py_ssize_t 
     cdef Py_ssize_t ho = (h - 1) // sh + 1 if h else 0
     cdef Py_ssize_t wo = (w - 1) // sw + 1 if w else 0
     cdef Py_ssize_t rows = maps * ho, chunk, team, t
-    if sh < 1 or sw < 1:
-        raise ValueError(f"strides must be >= 1, got ({sh}, {sw})")
     if dst.dtype != src.dtype or dst.size != rows * wo * inner:
         raise ValueError("dst must hold the gathered map in src's dtype")
     if not (src.flags.c_contiguous and dst.flags.c_contiguous):

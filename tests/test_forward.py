@@ -571,3 +571,24 @@ def test_strided_gather_across_threads(rng, dtype, layout, stride):
                                          residual=case["residual"]), expected, k=64)
     for y in results[1:]:
         np.testing.assert_array_equal(y, results[0])
+
+
+def test_strided_gather_rejects_what_it_cannot_fill():
+    # The internal gather checks its operands itself, so a wrong call from
+    # inside the package raises instead of writing past dst.
+    from pwconv import _core
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="strides"):
+        _core.gather_strided(x, np.empty((1, 3, 4, 4), np.float32), False, 0, 2, 1)
+    with pytest.raises(ValueError, match="dst"):
+        _core.gather_strided(x, np.empty((1, 3, 4, 3), np.float32), False, 2, 2, 1)
+    with pytest.raises(ValueError, match="dst"):
+        _core.gather_strided(x, np.empty((1, 3, 4, 4), np.float64), False, 2, 2, 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.gather_strided(x, np.empty((1, 3, 4, 8), np.float32)[..., ::2], False, 2, 2, 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.gather_strided(np.zeros((1, 3, 8, 16), np.float32)[..., ::2],
+                             np.empty((1, 3, 4, 4), np.float32), False, 2, 2, 1)
+    ok = _core.gather_strided(x + np.arange(64, dtype=np.float32).reshape(8, 8),
+                              np.empty((1, 3, 4, 4), np.float32), False, 2, 2, 1)
+    np.testing.assert_array_equal(ok[0, 1], np.arange(64, dtype=np.float32).reshape(8, 8)[::2, ::2])
