@@ -127,7 +127,7 @@ cdef void dw_nchw_grad_input(const DwJob *J, const real *src, Py_ssize_t src_rs,
         row = grp * g.kg
         r1 = row + g.kg
         while row < r1:
-            mr_ = imin(J.mr, r1 - row)
+            mr_ = tile_rows(r1 - row, J.mr)
             c = gin + row * prm.c_rs
             if full:
                 gemm(mr_, full, weight_t + row * g.ng, b, c, NULL, NULL, &dprm)

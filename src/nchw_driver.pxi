@@ -139,7 +139,7 @@ cdef void nchw_item(const NchwJob *J, Py_ssize_t item, const real *A,
             prm.clamp = dprm.clamp = lprm.clamp = J.prm.clamp if last else 0
             row = gstart
             while row < rend:
-                mr_ = imin(J.mr, rend - row)
+                mr_ = tile_rows(rend - row, J.mr)
                 if scatter:
                     cbase = tile
                     c_rs = width

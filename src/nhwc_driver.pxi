@@ -104,7 +104,7 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
                 later.b_ks = J.nr            # packed rows, read past the head
                 m = 0
                 while m < rows:
-                    mr_ = imin(J.mr, rows - m)
+                    mr_ = tile_rows(rows - m, J.mr)
                     a = A + a_off + m * a_rs + g * J.a_goff + k0 if valid else NULL
                     first.a_rs = later.a_rs = a_rs
                     if J.masked and valid:

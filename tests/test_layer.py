@@ -472,3 +472,51 @@ def test_nchw_grouped_small_planes(rng, dtype, shape, threads):
         assert_close(layer.grad_weight, ref_dw, k=n * h * w)
         assert_close(layer.grad_bias, ref_db, k=n * h * w)
     assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
+
+
+# Row runs one past whole tiles (8 rows on the 7-row AVX-512 tile, 7 on the
+# 6-row AVX2 one) end in 4 + (MR - 3) rows rather than MR + 1 (see
+# tile_rows).  Rows are output channels (NCHW forward), input channels
+# (NCHW grad input, also inside the grad-weight sweep) and pixels (NHWC),
+# per group; 64 channels is 9 x 7 + 1, 162 pixels 23 x 7 + 1.
+ONE_PAST_TILE_SHAPES = [
+    # (n, c_in, c_out, groups, h, w)
+    (1, 8, 8, 1, 10, 10),
+    (2, 15, 15, 1, 9, 9),
+    (1, 7, 7, 1, 12, 12),
+    (1, 16, 16, 2, 9, 9),
+    (1, 64, 64, 1, 10, 10),
+    (1, 33, 20, 1, 1, 7),
+    (1, 24, 40, 1, 2, 4),
+]
+
+
+@pytest.mark.parametrize("shape", ONE_PAST_TILE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_one_row_past_whole_tiles(rng, dtype, layout, shape):
+    n, c_in, c_out, groups, h, w = shape
+    case = ref.make_case(rng, dtype=dtype, layout=layout, n=n, c_in=c_in, c_out=c_out,
+                         h=h, w=w, groups=groups, residual=True)
+    before = snapshot(case["x"], case["residual"], case["weight"], case["bias"])
+    g = ref.grad_output_like(rng, case["residual"])
+    outputs = []
+    for threads in (1, 2, 3):
+        layer = pwconv.PointwiseConv2d(c_in, c_out, groups=groups, layout=layout,
+                                       dtype=dtype, activation="relu6", num_threads=threads)
+        layer.weight = case["weight"]
+        layer.bias = case["bias"]
+        y = layer(case["x"], residual=case["residual"])
+        expected = ref.forward(case["x"], case["weight"], case["bias"], groups=groups,
+                               layout=layout, residual=case["residual"], activation="relu6")
+        assert_close(y, expected, k=c_in // groups)
+        outputs.append(y)
+        dx = layer.backward(g)
+        ref_dx, ref_dw, ref_db = ref.backward(g, case["x"], case["weight"], groups=groups,
+                                              layout=layout, activation="relu6", output=y)
+        assert_close(dx, ref_dx, k=c_out // groups)
+        assert_close(layer.grad_weight, ref_dw, k=n * h * w)
+        assert_close(layer.grad_bias, ref_db, k=n * h * w)
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(y, outputs[0])
+    assert_unchanged([case["x"], case["residual"], case["weight"], case["bias"]], before)
