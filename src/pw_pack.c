@@ -371,7 +371,13 @@ DEFINE_PACK_A(pw_pack_a_f64, pack_a_body_f64, double)
  * for pixels t*mr + i < npix, zero past them, where g zeroes a value unless
  * lo < mask[same offset] < hi (mask may be NULL).  Each plane row is read
  * once, front to back, and dealt to the tiles, so reads stream; the tile
- * height is a compile-time constant in the body, so the copies are fixed. */
+ * height is a compile-time constant in the body, so the copies are fixed.
+ * Unmasked, each tile row is a memcpy: as an element loop GCC kept it
+ * scalar (it cannot rule out dst and src overlapping), 7 loads and 7
+ * stores a row of the AVX-512 tile, where the memcpy is two overlapping
+ * 16-byte moves.  In-process A/B, NCHW forward on pixel tiles, 1 thread,
+ * AVX-512: 960->320 at 7x7 (10 panels, A regrouped) 0.973-0.975 of the
+ * time, 2048->512 0.977-0.989, MobileNetV2's 7x7 layers 0.986. */
 #define DEFINE_GATHER_BODY(NAME, T)                                            \
 static inline void NAME(const size_t MRC, T *dst, const T *src,                \
                         ptrdiff_t src_rs, size_t kc, size_t npix,              \
@@ -385,7 +391,7 @@ static inline void NAME(const size_t MRC, T *dst, const T *src,                \
         T *d = dst + k * MRC;                                                  \
         if (!m) {                                                              \
             for (size_t t = 0; t < full; t++, s += MRC, d += tstride)          \
-                for (size_t i = 0; i < MRC; i++) d[i] = s[i];                  \
+                memcpy(d, s, MRC * sizeof(T));                                 \
         } else {                                                               \
             for (size_t t = 0; t < full; t++, s += MRC, m += MRC, d += tstride) \
                 keep_span_##T(d, s, m, MRC, tlo, thi);                         \
