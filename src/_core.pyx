@@ -317,8 +317,10 @@ cdef inline Py_ssize_t tile_rows(Py_ssize_t left, size_t mr) noexcept nogil:
     and 384->64 at 14x14 0.966-0.979 of the time (from 1.041-1.045 to
     1.014-1.018 of NHWC's), ResNet-50's 64->64 at 56x56 1.091 -> 1.067 of
     NHWC's; AVX2 NHWC, MobileNetV2's 7x7 layers (49 pixels, 8 x 6 + 1)
-    0.981.  Each value is still one whole dot product in the same order, so
-    results do not change."""
+    0.981.  NEON's 6-row double tile takes the split too, at no cost or
+    gain: its kernel computes every short tile at full height.  Each value
+    is still one whole dot product in the same order, so results do not
+    change."""
     if left == <Py_ssize_t>mr + 1 and 4 < mr <= 7:
         return 4
     return imin(<Py_ssize_t>mr, left)
