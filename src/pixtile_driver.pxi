@@ -42,10 +42,16 @@ cdef size_t PIXEL_BLOCK_BYTES = 160 * 1024
 cdef Py_ssize_t PIXEL_A_IN_PLACE_MAX_PANELS = 8
 
 
+cdef inline bint pixtile_groups(Py_ssize_t groups, Py_ssize_t kg,
+                                Py_ssize_t ng) noexcept nogil:
+    """Whether groups of kg in and ng out channels are wide enough for
+    pixel tiles (one group always is)."""
+    return groups == 1 or imin(kg, ng) >= PIXEL_MIN_GROUP_CHANNELS
+
+
 cdef inline bint pixtile_shape(Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t kg,
                                Py_ssize_t ng) noexcept nogil:
-    return plane <= PIXEL_MAX_PLANE and (
-        groups == 1 or imin(kg, ng) >= PIXEL_MIN_GROUP_CHANNELS)
+    return plane <= PIXEL_MAX_PLANE and pixtile_groups(groups, kg, ng)
 
 
 def fuse_grad_input(bint nhwc, Py_ssize_t groups, Py_ssize_t plane, Py_ssize_t kg,
@@ -218,7 +224,7 @@ cdef Py_ssize_t nchw_tail_pixels(const Geom *g, const real *panels,
     cdef Py_ssize_t plane = g.h * g.w, tail = plane % <Py_ssize_t>nr
     if (panels == NULL or not g.simple or plane <= PIXEL_MAX_PLANE or tail == 0
             or 4 * tail > <Py_ssize_t>nr
-            or (g.groups > 1 and imin(g.kg, g.ng) < PIXEL_MIN_GROUP_CHANNELS)):
+            or not pixtile_groups(g.groups, g.kg, g.ng)):
         return 0
     return tail
 
