@@ -34,6 +34,13 @@ cdef struct NhwcJob:
 # (19 MB of input) 24% faster, 144->24 on 4x56x56 (7.2 MB) 10%, a training
 # step of 16->96 on 4x112x112 (grad output as grad input's A) 5-7%; but
 # 2-8% slower where A fits in L3 (4.8 MB and less) or rows are short (32).
+# Both these requests and the residual's below go to L2 only
+# (pw_prefetch_rows_l2): against asking for L1, in-process A/B, 1 thread,
+# forward with a 48 MB read between calls, 144->24 on 8x56x56 0.63 of the
+# time, on 4x56x56 0.69, 96->24 on 8x56x56 0.75; with A in L3, 144->24 on
+# 8x56x56 0.89, the others even; 2 threads 0.93-0.99; a b4 training step
+# 0.87-0.99 on 144->24.  With L2 requests the limits still hold: from
+# 512 KB and depth 16, 32->16 at 112x112 was 14% slower with A in L3.
 cdef size_t PREFETCH_A_MIN_BYTES = 6 * 1024 * 1024
 cdef Py_ssize_t PREFETCH_A_MIN_DEPTH = 64
 
@@ -44,7 +51,11 @@ cdef Py_ssize_t PREFETCH_A_MIN_DEPTH = 64
 # between calls, threshold 1 MB against 512 KB, two runs (a third at 2 MB
 # alike): 32->192 at 28x28 (602 KB) 0.93-0.95 of the time, 32->16 at
 # 112x112 (802 KB) 0.94 each; residual in its own buffer 0.93-0.95 and
-# 0.96-1.03; larger and smaller residuals unchanged.
+# 0.96-1.03; larger and smaller residuals unchanged.  Asked into L2 rather
+# than L1 (same A/B, 48 MB read between calls): 16->96 at 112x112 0.92 of
+# the time with the residual in its own buffer, 0.81 in place; 24->144 at
+# 56x56 0.85 and 0.68; with the residual in L3, even.  From 256 KB instead,
+# even as L2 requests: 4-13% slower on 32->16, 32->192 and 64->384.
 cdef size_t PREFETCH_R_MIN_BYTES = 1024 * 1024
 
 # Grouped layers walk a run of pixel rows once per group, each group
@@ -116,14 +127,14 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
                     c = C + c_off + m * c_rs + g * J.c_goff + pb * <Py_ssize_t>J.nr
                     if J.prefetch_a and valid and pb == p0 and m + mr_ < rows \
                             and kb >= PREFETCH_A_MIN_DEPTH:
-                        pw_prefetch_rows(A + a_off + (m + mr_) * a_rs + g * J.a_goff + k0,
-                                         imin(J.mr, rows - m - mr_), kb * sizeof(real),
-                                         a_rs * sizeof(real))
+                        pw_prefetch_rows_l2(A + a_off + (m + mr_) * a_rs + g * J.a_goff + k0,
+                                            imin(J.mr, rows - m - mr_), kb * sizeof(real),
+                                            a_rs * sizeof(real))
                     if k0 == 0:
                         r = R + (c - C) if R != NULL else NULL
                         if J.prefetch_r and m + mr_ < rows:
-                            pw_prefetch_rows(r + mr_ * c_rs, imin(J.mr, rows - m - mr_),
-                                             ncols * sizeof(real), c_rs * sizeof(real))
+                            pw_prefetch_rows_l2(r + mr_ * c_rs, imin(J.mr, rows - m - mr_),
+                                                ncols * sizeof(real), c_rs * sizeof(real))
                         gemm(mr_, ncols, a, pk, c, NULL, r, &first)
                     else:
                         gemm(mr_, ncols, a, pk + (1 + k0) * <Py_ssize_t>J.nr, c,

@@ -81,14 +81,15 @@ void pw_transpose_f64(double *dst, ptrdiff_t dst_rs, const double *src,
                       double lo, double hi);
 
 /* Ask for `rows` rows of `row_bytes` bytes, `stride_bytes` apart, to be
- * brought into every cache level for reading.  A hint only: it never faults
- * and does nothing where the compiler has no prefetch builtin.  Inline, with
- * abutting rows asked for as one run: the drivers call it once per row tile,
- * and as a call into pw_pack.c looping row by row it cost a relu6 + residual
- * forward pass 2-4% on 16->96 and 32->16 (residual in cache) and 6-17% on
- * 16->96 at 112x112 with the residual in memory (in-process A/B, 1 thread). */
-static inline void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                                    ptrdiff_t stride_bytes)
+ * brought in for reading: into every cache level, or with to_l2 only as
+ * far as L2.  A hint only: it never faults and does nothing where the
+ * compiler has no prefetch builtin.  Inline, with abutting rows asked for
+ * as one run: the drivers call it once per row tile, and as a call into
+ * pw_pack.c looping row by row it cost a relu6 + residual forward pass 2-4%
+ * on 16->96 and 32->16 (residual in cache) and 6-17% on 16->96 at 112x112
+ * with the residual in memory (in-process A/B, 1 thread). */
+static inline void pw_prefetch_rows_at(const void *base, size_t rows, size_t row_bytes,
+                                       ptrdiff_t stride_bytes, int to_l2)
 {
 #if defined(__GNUC__) || defined(__clang__)
     if ((ptrdiff_t)row_bytes == stride_bytes) {
@@ -97,12 +98,29 @@ static inline void pw_prefetch_rows(const void *base, size_t rows, size_t row_by
     }
     for (size_t r = 0; r < rows; r++) {
         const char *row = (const char *)base + (ptrdiff_t)r * stride_bytes;
-        for (size_t b = 0; b < row_bytes; b += 64)
-            __builtin_prefetch(row + b, 0, 3);
+        for (size_t b = 0; b < row_bytes; b += 64) {
+            if (to_l2) __builtin_prefetch(row + b, 0, 2);
+            else __builtin_prefetch(row + b, 0, 3);
+        }
     }
 #else
-    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes;
+    (void)base; (void)rows; (void)row_bytes; (void)stride_bytes; (void)to_l2;
 #endif
+}
+
+static inline void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
+                                    ptrdiff_t stride_bytes)
+{
+    pw_prefetch_rows_at(base, rows, row_bytes, stride_bytes, 0);
+}
+
+/* A whole next row tile at once (several dozen lines): asked into L1, the
+ * requests outnumber its miss buffers and hold up the kernel's own loads;
+ * into L2 they leave them free (see nhwc_driver.pxi). */
+static inline void pw_prefetch_rows_l2(const void *base, size_t rows, size_t row_bytes,
+                                       ptrdiff_t stride_bytes)
+{
+    pw_prefetch_rows_at(base, rows, row_bytes, stride_bytes, 1);
 }
 
 /* Rows [row0, row1) of `maps` dense maps of ho x wo pixels (row r is row
