@@ -39,7 +39,8 @@ cdef struct NhwcJob:
 # forward with a 48 MB read between calls, 144->24 on 8x56x56 0.63 of the
 # time, on 4x56x56 0.69, 96->24 on 8x56x56 0.75; with A in L3, 144->24 on
 # 8x56x56 0.89, the others even; 2 threads 0.93-0.99; a b4 training step
-# 0.87-0.99 on 144->24.  With L2 requests the limits still hold: from
+# 0.87-0.99 on 144->24; the AVX2 kernel 0.55 and 0.74 on 144->24 at
+# 8x56x56 (swept, in L3).  With L2 requests the limits still hold: from
 # 512 KB and depth 16, 32->16 at 112x112 was 14% slower with A in L3.
 cdef size_t PREFETCH_A_MIN_BYTES = 6 * 1024 * 1024
 cdef Py_ssize_t PREFETCH_A_MIN_DEPTH = 64

@@ -114,9 +114,11 @@ static inline void pw_prefetch_rows(const void *base, size_t rows, size_t row_by
     pw_prefetch_rows_at(base, rows, row_bytes, stride_bytes, 0);
 }
 
-/* A whole next row tile at once (several dozen lines): asked into L1, the
- * requests outnumber its miss buffers and hold up the kernel's own loads;
- * into L2 they leave them free (see nhwc_driver.pxi). */
+/* For a whole next row tile at once (several dozen lines).  Asked into L1
+ * they cost the NHWC driver up to 45% of its time on inputs from
+ * memory (see nhwc_driver.pxi); the likely cause, not measured here (no
+ * hardware counters), is that they outnumber L1's miss buffers and hold up
+ * the kernel's own loads. */
 static inline void pw_prefetch_rows_l2(const void *base, size_t rows, size_t row_bytes,
                                        ptrdiff_t stride_bytes)
 {
