@@ -47,8 +47,6 @@ cdef extern from "pw_runtime.h" nogil:
 
 cdef extern from "pw_pack.h" nogil:
     size_t pw_panel_stride(size_t kc, size_t nr)
-    void pw_prefetch_rows(const void *base, size_t rows, size_t row_bytes,
-                          Py_ssize_t stride_bytes)
     void pw_prefetch_rows_l2(const void *base, size_t rows, size_t row_bytes,
                              Py_ssize_t stride_bytes)
     void pw_pack_f32(float *dst, size_t nr, size_t panel_stride, size_t kc,
