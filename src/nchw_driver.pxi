@@ -287,10 +287,41 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
                                      (imin(J.kc, J.kblock) * J.nr * sizeof(real) + 1))
     J.nstrips = cdiv(npan, strip_max)
     J.rsplit = 1
+    # Plain outputs keep ordinary stores: streamed, 16->96 at 8x112x112 was
+    # 34% slower (an earlier session's A/B), each tile's rows being lines
+    # in channel planes far apart rather than one run of memory.  With a
+    # residual in its own buffer, as in the NHWC driver, reading every
+    # output line in before overwriting it is a third stream beside the
+    # residual and the output: streamed from STREAM_RESIDUAL_MIN_BYTES.
+    # relu6 + residual, in-process A/B, Zen 4 host, caches swept between
+    # calls: MobileNetV2 b1 1 thread 0.97 of the time (16->96 0.89-0.95),
+    # 2 threads 0.98, b8 1 thread 0.86 (16->96 0.74).  The residual is not
+    # asked for ahead by the driver (the kernel asks for each panel's
+    # lines): a row tile asking for its next piece's residual lines, as an
+    # earlier version did, was 3-5% slower on 16->96 and 32->16 whether the
+    # output was streamed or formed in place (same A/B).
+    J.prm.stream = (R != NULL and R != C and J.kc <= J.kblock and
+                    g.n * plane * rtot * sizeof(real) >= stream_from_bytes(R, C))
     # Where B's strip is contiguous (no stride or padding to gather through,
     # no activation mask to apply), whole panels may be read in place and
-    # only the ragged tail is packed.
-    J.direct = (not J.masked and (J.grad_input or g.simple)
+    # only the ragged tail is packed.  Not for a streamed output of a
+    # shallow (16-32 deep) layer with many rows (64 or more): there the
+    # residual's lines come in from memory, and a packed copy of B, which
+    # the row tiles then read as one run, beat its rows read in place.
+    # relu6 + residual in its own buffer, in-process A/B, 1 thread: in the
+    # bench's fused table, 16->96 at 112x112 went from 1.22-1.29 to
+    # 1.13-1.21 of the plain call's time (four runs); alone, 0.93-0.99 of
+    # the time in cache in five runs of six (1.03 in the sixth), 0.94-0.99
+    # swept, float64 0.93-0.95, 2 threads 0.90-1.00.  Other shapes it
+    # takes, 1 thread: 16->64 at 112x112 and 24->96, 32->64 at 56x56
+    # 0.88-1.00 in 11 runs of 12 (1.04 in the other), 24->72 1.05 and 0.93,
+    # float64 24->96 1.00-1.03, 2 threads 16->64 1.01-1.02 and 24->96
+    # 0.88-0.96.  Measured and left out: depth 8 (8->48, 8->64 at 112x112:
+    # 1.02-1.09), depth 40-48 (40->80, 48->96 at 28x28: 1.01-1.07), fewer
+    # rows (16->32, 16->48 at 112x112: even to 1.05), and in place (not
+    # streamed: 0.95-1.03 in cache, 0.93-0.99 swept).
+    cdef bint shallow_streamed = (J.prm.stream and 16 <= J.kc <= 32 and rtot >= 64)
+    J.direct = (not J.masked and (J.grad_input or g.simple) and not shallow_streamed
                 and nchw_b_in_place(J.kc, rtot, J.b_plane, J.nr, sizeof(real)))
     # Packed B, forward, one depth block: where the kernels can, each
     # group's first row tile reads B in place and copies it into the panels
@@ -330,21 +361,6 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.team_step = team
     J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
                  and g.n * J.b_planes * J.b_plane * sizeof(real) >= NCHW_AHEAD_MIN_BYTES)
-    # Plain outputs keep ordinary stores: streamed, 16->96 at 8x112x112 was
-    # 34% slower (an earlier session's A/B), each tile's rows being lines
-    # in channel planes far apart rather than one run of memory.  With a
-    # residual in its own buffer, as in the NHWC driver, reading every
-    # output line in before overwriting it is a third stream beside the
-    # residual and the output: streamed from STREAM_RESIDUAL_MIN_BYTES.
-    # relu6 + residual, in-process A/B, Zen 4 host, caches swept between
-    # calls: MobileNetV2 b1 1 thread 0.97 of the time (16->96 0.89-0.95),
-    # 2 threads 0.98, b8 1 thread 0.86 (16->96 0.74).  The residual is not
-    # asked for ahead by the driver (the kernel asks for each panel's
-    # lines): a row tile asking for its next piece's residual lines, as an
-    # earlier version did, was 3-5% slower on 16->96 and 32->16 whether the
-    # output was streamed or formed in place (same A/B).
-    J.prm.stream = (R != NULL and R != C and J.kc <= J.kblock and
-                    g.n * plane * rtot * sizeof(real) >= stream_from_bytes(R, C))
     if team == 1:
         for item in range(items + tail_items):
             nchw_or_tail_item(J, item, items, A, B, C, rowbias, R, M, tail, tail_panels,

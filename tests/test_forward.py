@@ -457,17 +457,21 @@ def test_streamed_output_matches(rng, dtype, layout, aligned, config, threads,
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("hw", [(12, 11), (16, 12)], ids=["odd-planes", "line-planes"])
 @pytest.mark.parametrize("in_place", [False, True], ids=["own-buffer", "in-place"])
+@pytest.mark.parametrize("c_out", [40, 72])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_streamed_output_with_residual(rng, dtype, layout, in_place, hw, threads,
+def test_streamed_output_with_residual(rng, dtype, layout, c_out, in_place, hw, threads,
                                        stream_everything):
     # A residual in its own buffer leaves the output write-only, so either
     # driver may stream it; in place (out=residual) the call reads the
     # output and must not.  Either way the values are bitwise those of
     # cached stores.  NCHW streams only plane rows starting on a cache line:
     # 16x12 planes (768 bytes) put every row there, 12x11 only a few.
+    # 40 channels out leave a ragged NHWC panel; 72 (24 deep) are enough
+    # rows that the NCHW driver packs B for a streamed output, where cached
+    # stores read it in place (AVX-512; see shallow_streamed).
     from pwconv import _core
-    c_in, c_out = 24, 40                                  # a ragged panel
+    c_in = 24
     case = make_case(rng, dtype=dtype, layout=layout, n=2, c_in=c_in, c_out=c_out,
                      h=hw[0], w=hw[1])
     conv = pwconv.PointwiseConv2d(c_in, c_out, layout=layout, dtype=dtype,
