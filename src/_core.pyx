@@ -106,7 +106,9 @@ cdef Py_ssize_t NCHW_DIRECT_MAX_ROWS = 32
 # at 112x112 0.93), b8 0.98, float64 b1 0.99, ResNet-50 b1 even; grad input
 # alone 64->384 and 96->576 at 4x14x14 0.93.  The AVX2 tile (64-byte
 # panels) on the same host measured even with those limits (576->96 and
-# 384->96 1.06, 384->64 0.96), so it keeps the ones above.
+# 384->96 1.06, 384->64 0.96), so it keeps the ones above.  A streamed
+# output with a residual beside it is an exception (shallow_streamed in
+# nchw_run).
 cdef Py_ssize_t NCHW_DIRECT_MAX_ROWS_WIDE = 96
 cdef Py_ssize_t NCHW_DIRECT_MAX_DEPTH_WIDE = 576
 
