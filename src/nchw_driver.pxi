@@ -308,11 +308,15 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     # shallow (16-32 deep) layer with many rows (64 or more): there the
     # residual's lines come in from memory, and a packed copy of B, which
     # the row tiles then read as one run, beat its rows read in place.
-    # relu6 + residual in its own buffer, in-process A/B, 1 thread: in the
-    # bench's fused table, 16->96 at 112x112 went from 1.22-1.29 to
-    # 1.13-1.21 of the plain call's time (four runs); alone, 0.93-0.99 of
-    # the time in cache in five runs of six (1.03 in the sixth), 0.94-0.99
-    # swept, float64 0.93-0.95, 2 threads 0.90-1.00.  Other shapes it
+    # relu6 + residual in its own buffer, in-process A/B, 1 thread: in a
+    # copy of the bench's fused table (its layers and contenders, the two
+    # versions in alternating blocks), the NCHW suite went from 1.065 to
+    # 1.050-1.053 of the plain calls' time (two runs), and 16->96 at
+    # 112x112 from 1.22-1.29 to 1.13-1.21 (four runs of a first version
+    # that took in-place calls too, the same path for this one).  Alone,
+    # 16->96: 0.93-0.99 of the time in cache in five runs of six (1.03 in
+    # the sixth), 0.94-0.99 swept, float64 0.93-0.95, 2 threads
+    # 0.90-1.00.  Other shapes it
     # takes, 1 thread: 16->64 at 112x112 and 24->96, 32->64 at 56x56
     # 0.88-1.00 in 11 runs of 12 (1.04 in the other), 24->72 1.05 and 0.93,
     # float64 24->96 1.00-1.03, 2 threads 16->64 1.01-1.02 and 24->96
