@@ -286,13 +286,15 @@ def check(cfg, case, name, runner):
 
 
 BURST = 4   # calls per contender turn when several threads run
-# Each table goes over its layers this many times, each pass timing a share of
+# The run goes over all its tables this many times, each pass timing a share of
 # every layer's repeats; a layer's median is over the samples of all passes.
-# One pass times a layer in one stretch of a second or less, and on a shared
-# host a stretch in which the second vCPU is taken away (measured: windows of
-# about half a second in which two threads ran no faster than one) then sets
-# that layer's whole median.  Spread over three passes, tens of seconds
-# apart, such a stretch holds at most a third of a layer's samples.
+# On a shared host there are stretches of a second or a few in which the
+# second vCPU is taken away (two threads then run no faster than one).  When a
+# table's passes ran back to back, a small table's three passes all fell within
+# a few seconds, and one such stretch held most samples of several neighbouring
+# layers (MobileNetV2 b1 at two threads: a whole table takes about 3 s).  With
+# the passes going over every table in turn, a layer's passes are minutes
+# apart, so one stretch holds at most one pass's share of its samples.
 PASSES = 3
 
 
@@ -346,50 +348,50 @@ def time_repeats(runners, inner, burst, reps, order, samples):
         gc.enable()
 
 
-def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
-    undo = peers.set_global_threads(cfg.threads)
-    # With a team of threads each turn is a burst of calls, each timed on its
-    # own: the first call after another library ran may wait for that
-    # library's spinning workers to give the cores back (on a 2-core machine
-    # for milliseconds); the median over bursts then reflects back-to-back
-    # calls, as in a real inference loop, while the libraries still alternate
-    # throughout the run.
-    burst = BURST if cfg.threads > 1 else 1
-    plans = {}     # layer index -> (inner, repeats), set on the first pass
-    samples = {}   # layer index -> {contender: [ns per call]}
-    flops = {}
-    try:
-        for p in range(PASSES):
+class TableRun:
+    """The samples of one table, gathered pass by pass.  The first pass sets
+    each layer's batching and repeats; every pass times its share of them."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.plans = {}     # layer index -> (inner, repeats), set on the first pass
+        self.samples = {}   # layer index -> {contender: [ns per call]}
+        self.flops = {}
+
+    def run_pass(self, p, budget_for, spend, rmin, rmax, fixed_repeats):
+        cfg = self.cfg
+        undo = peers.set_global_threads(cfg.threads)
+        # With a team of threads each turn is a burst of calls, each timed on
+        # its own: the first call after another library ran may wait for that
+        # library's spinning workers to give the cores back (on a 2-core
+        # machine for milliseconds); the median over bursts then reflects
+        # back-to-back calls, as in a real inference loop, while the libraries
+        # still alternate throughout the run.
+        burst = BURST if cfg.threads > 1 else 1
+        try:
             for li, layer in enumerate(cfg.layers):
-                name, ci, co, h, w, s = layer[:6]
-                if p > 0 and li not in plans:
+                if p > 0 and li not in self.plans:
                     continue   # nothing ran on it in the first pass
-                case = peers.Case(name, cfg.batch, ci, co, h, w, s, cfg.layout,
-                                  cfg.dtype, training=cfg.training,
-                                  activation=cfg.activation, groups=layer_groups(layer))
+                t_setup = time.perf_counter()
+                case = self._case(layer)
                 runners = build_runners(cfg, li, layer, case, p == 0)
                 if p == 0:
-                    flops[li] = case.flops * cfg.flop_factor
+                    self.flops[li] = case.flops * cfg.flop_factor
                     if not runners:
+                        spend(cfg, case, time.perf_counter() - t_setup)
                         continue
-                    # A second call times one round, which sets the batching
-                    # and the repeats.
-                    est, inner = {}, {}
-                    for cname, r in runners:
-                        t0 = time.perf_counter_ns()
-                        r.fn()
-                        est[cname] = max(1, time.perf_counter_ns() - t0)
-                        inner[cname] = max(1, MIN_SAMPLE_NS // est[cname])
-                    round_ns = sum(est[c] * inner[c] for c in est) * burst
-                    if fixed_repeats:
-                        reps = fixed_repeats
-                    else:
-                        reps = int(budget_for(cfg, case) * 1e9 / round_ns)
-                        reps = max(rmin, min(rmax, reps))
-                    plans[li] = (inner, reps)
-                    samples[li] = {c: [] for c, _ in runners}
-                inner, reps = plans[li]
-                runners = [(c, r) for c, r in runners if c in samples[li]]
+                    inner, reps, round_ns = self._plan(
+                        runners, burst, budget_for(cfg, case), rmin, rmax,
+                        fixed_repeats)
+                    self.plans[li] = (inner, reps)
+                    self.samples[li] = {c: [] for c, _ in runners}
+                    # What this layer will cost over the whole run: its set-up
+                    # (checks included, so an overestimate) once per pass, and
+                    # its timed repeats.
+                    spend(cfg, case, (time.perf_counter() - t_setup) * PASSES
+                          + reps * round_ns / 1e9)
+                inner, reps = self.plans[li]
+                runners = [(c, r) for c, r in runners if c in self.samples[li]]
                 share = reps // PASSES + (1 if p < reps % PASSES else 0)
                 # A new order every repeat, so each contender follows every
                 # other one about equally often.  Rotating one fixed order
@@ -398,17 +400,48 @@ def run_config(cfg, budget_for, rmin, rmax, fixed_repeats, progress):
                 # workers paid for them every time.  Seeded per layer and
                 # pass, so a rerun repeats it.
                 order = np.random.default_rng((li, p))
-                time_repeats(runners, inner, burst, share, order, samples[li])
+                time_repeats(runners, inner, burst, share, order,
+                             self.samples[li])
                 del runners, case
+        finally:
+            undo()
+
+    def _case(self, layer):
+        cfg = self.cfg
+        name, ci, co, h, w, s = layer[:6]
+        return peers.Case(name, cfg.batch, ci, co, h, w, s, cfg.layout,
+                          cfg.dtype, training=cfg.training,
+                          activation=cfg.activation, groups=layer_groups(layer))
+
+    @staticmethod
+    def _plan(runners, burst, budget_s, rmin, rmax, fixed_repeats):
+        """A second call times one round, which sets the batching and the
+        repeats."""
+        est, inner = {}, {}
+        for cname, r in runners:
+            t0 = time.perf_counter_ns()
+            r.fn()
+            est[cname] = max(1, time.perf_counter_ns() - t0)
+            inner[cname] = max(1, MIN_SAMPLE_NS // est[cname])
+        round_ns = sum(est[c] * inner[c] for c in est) * burst
+        if fixed_repeats:
+            reps = fixed_repeats
+        else:
+            reps = int(budget_s * 1e9 / round_ns)
+            reps = max(rmin, min(rmax, reps))
+        return inner, reps, round_ns
+
+    def finish(self, progress):
+        """Each layer's median per contender, into cfg.rows."""
+        cfg = self.cfg
         for li, layer in enumerate(cfg.layers):
-            if li not in plans:
-                cfg.rows.append((layer, flops[li], {}, 0))
+            if li not in self.plans:
+                cfg.rows.append((layer, self.flops.get(li, 0), {}, 0))
                 continue
-            med = {c: statistics.median(v) for c, v in samples[li].items() if v}
-            cfg.rows.append((layer, flops[li], med, plans[li][1]))
-            progress(cfg, li, layer, med, plans[li][1])
-    finally:
-        undo()
+            med = {c: statistics.median(v)
+                   for c, v in self.samples[li].items() if v}
+            cfg.rows.append((layer, self.flops[li], med, self.plans[li][1]))
+            progress(cfg, li, layer, med, self.plans[li][1])
 
 
 # --------------------------------------------------------------------------
@@ -735,12 +768,12 @@ def render(results, args, meta):
            "second, estimating call, each repeat times one call of every "
            "contender with `time.perf_counter_ns` (calls under 50 us are timed "
            "in batches), in a new random order each repeat (seeded per layer), so "
-           "each contender follows every other one about equally often. Each "
-           f"table goes over its layers {PASSES} times, each pass timing a "
+           "each contender follows every other one about equally often. The "
+           f"run goes over all its tables {PASSES} times, each pass timing a "
            "share of every layer's repeats (the contenders set up afresh, the "
-           "first call untimed), so a stretch of a second in which the host "
-           "takes a vCPU away holds at most one pass's share of a layer's "
-           "samples. A layer's time is the "
+           "first call untimed), so a layer's passes are minutes apart and a "
+           "stretch of seconds in which the host takes a vCPU away holds at "
+           "most one pass's share of a layer's samples. A layer's time is the "
            "median over all its repeats; a suite's time is the sum of its layers' "
            "medians; GFLOP/s = 2*N*Ho*Wo*C_in*C_out / time (three such GEMMs "
            "per training step). Repeats are chosen per layer to fit the time "
@@ -897,33 +930,41 @@ def main(argv=None):
         + (f", {args.repeats} repeats fixed" if args.repeats else ""))
 
     # The budget is shared in proportion to nominal work, recomputed as it is
-    # spent so that a slow start does not push the run far past it.
-    state = {"left_s": args.budget, "left_est": est_total, "t0": time.time()}
+    # spent: the first pass plans every layer's repeats and charges what the
+    # layer will cost over all passes, so a slow start does not push the run
+    # far past it.
+    state = {"left_s": args.budget, "left_est": est_total}
+
+    def nominal_s(cfg, case):
+        rate = NOMINAL_GFLOPS[cfg.dtype] * 1e9 * cfg.threads ** 0.85
+        return case.flops * cfg.flop_factor * len(cfg.contenders) / rate
 
     def budget_for(cfg, case):
-        rate = NOMINAL_GFLOPS[cfg.dtype] * 1e9 * cfg.threads ** 0.85
-        est = case.flops * cfg.flop_factor * len(cfg.contenders) / rate
-        share = est / max(state["left_est"], 1e-9)
+        share = nominal_s(cfg, case) / max(state["left_est"], 1e-9)
         return max(cfg.min_seconds, max(0.0, state["left_s"]) * share)
 
+    def spend(cfg, case, seconds):
+        state["left_est"] -= nominal_s(cfg, case)
+        state["left_s"] -= seconds
+
     def progress(cfg, li, layer, med, reps):
-        rate = NOMINAL_GFLOPS[cfg.dtype] * 1e9 * cfg.threads ** 0.85
         lname, ci, co, h, w, s = layer[:6]
-        est = layer_flops(layer, cfg.batch) * cfg.flop_factor * len(cfg.contenders) / rate
-        state["left_est"] -= est
-        now = time.time()
-        state["left_s"] -= now - state["t0"]
-        state["t0"] = now
         times = "  ".join(f"{c} {v / 1e6:.3f}" for c, v in med.items())
         log(f"    {li + 1}/{len(cfg.layers)} {lname} {ci}->{co} {h}x{w}/{s} "
             f"x{reps}: {times} ms")
 
+    runs = [TableRun(cfg) for cfg in plan]
+    for p in range(PASSES):
+        for i, run in enumerate(runs):
+            log(f"[pass {p + 1}/{PASSES}, {i + 1}/{len(plan)}] {run.cfg.suite}: "
+                f"{run.cfg.title} ({time.time() - t_start:.0f} s elapsed)")
+            run.run_pass(p, budget_for, spend, args.min_repeats,
+                         args.max_repeats, args.repeats)
     results = []
-    for i, cfg in enumerate(plan):
-        log(f"[{i + 1}/{len(plan)}] {cfg.suite}: {cfg.title} "
-            f"({time.time() - t_start:.0f} s elapsed)")
-        run_config(cfg, budget_for, args.min_repeats, args.max_repeats,
-                   args.repeats, progress)
+    for run in runs:
+        cfg = run.cfg
+        log(f"{cfg.suite}: {cfg.title}")
+        run.finish(progress)
         for n in cfg.notes:
             if "FAILED" in n or "skipped" in n:
                 log(f"    note: {n}")
