@@ -287,15 +287,18 @@ def check(cfg, case, name, runner):
 
 BURST = 4   # calls per contender turn when several threads run
 # The run goes over all its tables this many times, each pass timing a share of
-# every layer's repeats; a layer's median is over the samples of all passes.
-# On a shared host there are stretches of a second or a few in which the
-# second vCPU is taken away (two threads then run no faster than one).  When a
-# table's passes ran back to back, a small table's three passes all fell within
-# a few seconds, and one such stretch held most samples of several neighbouring
-# layers (MobileNetV2 b1 at two threads: a whole table takes about 3 s).  With
-# the passes going over every table in turn, a layer's passes are minutes
-# apart, so one stretch holds at most one pass's share of its samples.
-PASSES = 3
+# every layer's repeats.  On a shared host there are stretches of a second to
+# several in which the second vCPU is taken away (two threads then run no
+# faster than one).  When a table's passes ran back to back, a small table's
+# passes all fell within a few seconds (MobileNetV2 b1 at two threads takes
+# about 3 s in all), and one such stretch held most samples of several
+# neighbouring layers.  With every pass going over every table, a layer's
+# passes are minutes apart, and a layer's time is the median of its passes'
+# medians: a stretch that spoils a whole pass of a layer (measured: one pass
+# in three of that table, for 13 of its 34 layers) leaves it as it was.  The
+# pooled median of all samples moved with any such pass, since the spoiled
+# third of the samples then sat on one side of it.
+PASSES = 5
 
 
 def build_runners(cfg, li, layer, case, first_pass):
@@ -355,7 +358,7 @@ class TableRun:
     def __init__(self, cfg):
         self.cfg = cfg
         self.plans = {}     # layer index -> (inner, repeats), set on the first pass
-        self.samples = {}   # layer index -> {contender: [ns per call]}
+        self.samples = {}   # layer index -> {contender: [[ns per call] per pass]}
         self.flops = {}
 
     def run_pass(self, p, budget_for, spend, rmin, rmax, fixed_repeats):
@@ -370,8 +373,9 @@ class TableRun:
         burst = BURST if cfg.threads > 1 else 1
         try:
             for li, layer in enumerate(cfg.layers):
-                if p > 0 and li not in self.plans:
-                    continue   # nothing ran on it in the first pass
+                if p > 0 and (li not in self.plans
+                              or self._share(li, p) == 0):
+                    continue   # nothing ran on it in the first pass, or no repeats left
                 t_setup = time.perf_counter()
                 case = self._case(layer)
                 runners = build_runners(cfg, li, layer, case, p == 0)
@@ -384,15 +388,15 @@ class TableRun:
                         runners, burst, budget_for(cfg, case), rmin, rmax,
                         fixed_repeats)
                     self.plans[li] = (inner, reps)
-                    self.samples[li] = {c: [] for c, _ in runners}
+                    self.samples[li] = {c: [[] for _ in range(PASSES)]
+                                        for c, _ in runners}
                     # What this layer will cost over the whole run: its set-up
                     # (checks included, so an overestimate) once per pass, and
                     # its timed repeats.
                     spend(cfg, case, (time.perf_counter() - t_setup) * PASSES
                           + reps * round_ns / 1e9)
-                inner, reps = self.plans[li]
+                inner, _ = self.plans[li]
                 runners = [(c, r) for c, r in runners if c in self.samples[li]]
-                share = reps // PASSES + (1 if p < reps % PASSES else 0)
                 # A new order every repeat, so each contender follows every
                 # other one about equally often.  Rotating one fixed order
                 # kept each behind the same neighbour all run long: with two
@@ -400,11 +404,16 @@ class TableRun:
                 # workers paid for them every time.  Seeded per layer and
                 # pass, so a rerun repeats it.
                 order = np.random.default_rng((li, p))
-                time_repeats(runners, inner, burst, share, order,
-                             self.samples[li])
+                this_pass = {c: v[p] for c, v in self.samples[li].items()}
+                time_repeats(runners, inner, burst, self._share(li, p), order,
+                             this_pass)
                 del runners, case
         finally:
             undo()
+
+    def _share(self, li, p):
+        reps = self.plans[li][1]
+        return reps // PASSES + (1 if p < reps % PASSES else 0)
 
     def _case(self, layer):
         cfg = self.cfg
@@ -438,8 +447,8 @@ class TableRun:
             if li not in self.plans:
                 cfg.rows.append((layer, self.flops.get(li, 0), {}, 0))
                 continue
-            med = {c: statistics.median(v)
-                   for c, v in self.samples[li].items() if v}
+            med = {c: statistics.median([statistics.median(s) for s in v if s])
+                   for c, v in self.samples[li].items() if any(v)}
             cfg.rows.append((layer, self.flops[li], med, self.plans[li][1]))
             progress(cfg, li, layer, med, self.plans[li][1])
 
@@ -774,7 +783,8 @@ def render(results, args, meta):
            "first call untimed), so a layer's passes are minutes apart and a "
            "stretch of seconds in which the host takes a vCPU away holds at "
            "most one pass's share of a layer's samples. A layer's time is the "
-           "median over all its repeats; a suite's time is the sum of its layers' "
+           "median of its passes' medians, so one spoiled pass does not move "
+           "it; a suite's time is the sum of its layers' "
            "medians; GFLOP/s = 2*N*Ho*Wo*C_in*C_out / time (three such GEMMs "
            "per training step). Repeats are chosen per layer to fit the time "
            "budget. Inputs are uniform in [-1, 1).",
