@@ -141,6 +141,7 @@ class Config:
         # Tiny layers get a floor, or their share of the budget rounds to zero.
         self.min_seconds = 0.5 if suite == "overhead" else 0.0
         self.rows = []  # (layer, flops, {contender: ns}, repeats)
+        self.pass_medians = {}  # layer index -> {contender: [ns or None per pass]}
         self.notes = []
 
     def key(self):
@@ -447,8 +448,11 @@ class TableRun:
             if li not in self.plans:
                 cfg.rows.append((layer, self.flops.get(li, 0), {}, 0))
                 continue
-            med = {c: statistics.median([statistics.median(s) for s in v if s])
-                   for c, v in self.samples[li].items() if any(v)}
+            cfg.pass_medians[li] = {
+                c: [statistics.median(s) if s else None for s in v]
+                for c, v in self.samples[li].items()}
+            med = {c: statistics.median([m for m in v if m is not None])
+                   for c, v in cfg.pass_medians[li].items() if any(v)}
             cfg.rows.append((layer, self.flops[li], med, self.plans[li][1]))
             progress(cfg, li, layer, med, self.plans[li][1])
 
@@ -581,6 +585,26 @@ def figures(results):
     def f(x, digits=2):
         return "n/a" if x is None else f"{x:.{digits}f}"
 
+    def by_pass(cfg, c, base):
+        """The same ratio from each pass's own per-layer medians: shows
+        whether a figure moved with one or two passes (a stretch in which
+        the host took a vCPU away) or with all of them."""
+        if cfg is None or not cfg.pass_medians:
+            return "n/a"
+        out = []
+        for p in range(PASSES):
+            pc = pb = 0.0
+            for d in cfg.pass_medians.values():
+                a, b = d.get(c, [None] * PASSES)[p], d.get(base, [None] * PASSES)[p]
+                if a is None or b is None:
+                    break
+                pc, pb = pc + a, pb + b
+            else:
+                out.append(f(pc / pb) if pb else "n/a")
+                continue
+            out.append("n/a")
+        return ", ".join(out)
+
     def cross(a, ca, b, cb):
         """time of cb in b / time of ca in a (same layers)."""
         ta, tb = tt(a, ca), tt(b, cb)
@@ -620,7 +644,8 @@ def figures(results):
         if c2:
             two.append(f"{lab} vs XNNPACK 2t {f(ratio(c2, 'XNNPACK'))}, "
                        f"pwconv 2t/1t speedup {f(ratio(c2, 'pwconv 1t'))} side by side "
-                       f"in the 2-thread table ({f(cross(c2, 'pwconv', c1, 'pwconv'))} "
+                       f"in the 2-thread table (by pass: {by_pass(c2, 'pwconv 1t', 'pwconv')}; "
+                       f"{f(cross(c2, 'pwconv', c1, 'pwconv'))} "
                        f"across the two tables; XNNPACK's own across them "
                        f"{f(cross(c2, 'XNNPACK', c1, 'XNNPACK'))})")
     lines.append("- 2 threads, NHWC, float32: " + ("; ".join(two) or "n/a"))
@@ -628,7 +653,8 @@ def figures(results):
     for lay in ("NHWC", "NCHW"):
         c = F("fused", "mobilenet_v2", 1, lay, "float32", 1)
         fu.append(f"{lay} {f(ratio(c, 'fused relu6+residual', 'plain'))} with the residual "
-                  f"in its own buffer, {f(ratio(c, 'fused, in place (out=residual)', 'plain'))} "
+                  f"in its own buffer (by pass: "
+                  f"{by_pass(c, 'fused relu6+residual', 'plain')}), {f(ratio(c, 'fused, in place (out=residual)', 'plain'))} "
                   f"in place (out=residual) (plain + numpy add/clip / plain "
                   f"{f(ratio(c, 'plain + numpy epilogue', 'plain'))})")
     lines.append("- Fused relu6 + residual time / plain time, MobileNetV2 b1, 1 thread: "
