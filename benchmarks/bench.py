@@ -295,10 +295,12 @@ BURST = 4   # calls per contender turn when several threads run
 # about 3 s in all), and one such stretch held most samples of several
 # neighbouring layers.  With every pass going over every table, a layer's
 # passes are minutes apart, and a layer's time is the median of its passes'
-# medians: a stretch that spoils a whole pass of a layer (measured: one pass
-# in three of that table, for 13 of its 34 layers) leaves it as it was.  The
-# pooled median of all samples moved with any such pass, since the spoiled
-# third of the samples then sat on one side of it.
+# medians: stretches that spoil up to two passes of a layer move it only
+# within the spread of its other passes (measured, pwconv 1t / pwconv per layer and pass: one pass in three of
+# that table at 1.00-1.07 for 18 of its 34 layers, and in another run one
+# pass in five at 1.00-1.08 for 28 of them).  The pooled median of all
+# samples moved with any such pass, since the spoiled samples all sat on one
+# side of it.
 PASSES = 5
 
 
