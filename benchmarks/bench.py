@@ -148,8 +148,12 @@ class Config:
         return (self.suite, self.model, self.batch, self.layout, self.dtype,
                 self.threads)
 
+    def nominal_rate(self):
+        """FLOP/s assumed before anything is measured, to share the budget."""
+        return NOMINAL_GFLOPS[self.dtype] * 1e9 * self.threads ** 0.85
+
     def estimate_s(self):
-        rate = NOMINAL_GFLOPS[self.dtype] * 1e9 * self.threads ** 0.85
+        rate = self.nominal_rate()
         total = 0.0
         for layer in self.layers:
             total += layer_flops(layer, self.batch) * self.flop_factor
@@ -296,11 +300,11 @@ BURST = 4   # calls per contender turn when several threads run
 # neighbouring layers.  With every pass going over every table, a layer's
 # passes are minutes apart, and a layer's time is the median of its passes'
 # medians: stretches that spoil up to two passes of a layer move it only
-# within the spread of its other passes (measured, pwconv 1t / pwconv per layer and pass: one pass in three of
-# that table at 1.00-1.07 for 18 of its 34 layers, and in another run one
-# pass in five at 1.00-1.08 for 28 of them).  The pooled median of all
-# samples moved with any such pass, since the spoiled samples all sat on one
-# side of it.
+# within the spread of its other passes (measured, pwconv 1t / pwconv per
+# layer and pass: one pass in three of that table at 1.00-1.07 for 18 of its
+# 34 layers, and in another run one pass in five at 1.00-1.08 for 28 of
+# them).  The pooled median of all samples moved with any such pass, since
+# the spoiled samples all sat on one side of it.
 PASSES = 5
 
 
@@ -448,7 +452,7 @@ class TableRun:
         cfg = self.cfg
         for li, layer in enumerate(cfg.layers):
             if li not in self.plans:
-                cfg.rows.append((layer, self.flops.get(li, 0), {}, 0))
+                cfg.rows.append((layer, self.flops[li], {}, 0))
                 continue
             cfg.pass_medians[li] = {
                 c: [statistics.median(s) if s else None for s in v]
@@ -593,18 +597,15 @@ def figures(results):
         the host took a vCPU away) or with all of them."""
         if cfg is None or not cfg.pass_medians:
             return "n/a"
+        none = [None] * PASSES
         out = []
         for p in range(PASSES):
-            pc = pb = 0.0
-            for d in cfg.pass_medians.values():
-                a, b = d.get(c, [None] * PASSES)[p], d.get(base, [None] * PASSES)[p]
-                if a is None or b is None:
-                    break
-                pc, pb = pc + a, pb + b
+            pairs = [(d.get(c, none)[p], d.get(base, none)[p])
+                     for d in cfg.pass_medians.values()]
+            if any(a is None or b is None for a, b in pairs):
+                out.append("n/a")
             else:
-                out.append(f(pc / pb) if pb else "n/a")
-                continue
-            out.append("n/a")
+                out.append(f(sum(a for a, _ in pairs) / sum(b for _, b in pairs)))
         return ", ".join(out)
 
     def cross(a, ca, b, cb):
@@ -656,7 +657,8 @@ def figures(results):
         c = F("fused", "mobilenet_v2", 1, lay, "float32", 1)
         fu.append(f"{lay} {f(ratio(c, 'fused relu6+residual', 'plain'))} with the residual "
                   f"in its own buffer (by pass: "
-                  f"{by_pass(c, 'fused relu6+residual', 'plain')}), {f(ratio(c, 'fused, in place (out=residual)', 'plain'))} "
+                  f"{by_pass(c, 'fused relu6+residual', 'plain')}), "
+                  f"{f(ratio(c, 'fused, in place (out=residual)', 'plain'))} "
                   f"in place (out=residual) (plain + numpy add/clip / plain "
                   f"{f(ratio(c, 'plain + numpy epilogue', 'plain'))})")
     lines.append("- Fused relu6 + residual time / plain time, MobileNetV2 b1, 1 thread: "
@@ -811,8 +813,8 @@ def render(results, args, meta):
            "first call untimed), so a layer's passes are minutes apart and a "
            "stretch of seconds in which the host takes a vCPU away holds at "
            "most one pass's share of a layer's samples. A layer's time is the "
-           "median of its passes' medians, so one spoiled pass does not move "
-           "it; a suite's time is the sum of its layers' "
+           "median of its passes' medians, so up to two spoiled passes move it "
+           "only within the spread of the others; a suite's time is the sum of its layers' "
            "medians; GFLOP/s = 2*N*Ho*Wo*C_in*C_out / time (three such GEMMs "
            "per training step). Repeats are chosen per layer to fit the time "
            "budget. Inputs are uniform in [-1, 1).",
@@ -974,8 +976,7 @@ def main(argv=None):
     state = {"left_s": args.budget, "left_est": est_total}
 
     def nominal_s(cfg, case):
-        rate = NOMINAL_GFLOPS[cfg.dtype] * 1e9 * cfg.threads ** 0.85
-        return case.flops * cfg.flop_factor * len(cfg.contenders) / rate
+        return case.flops * cfg.flop_factor * len(cfg.contenders) / cfg.nominal_rate()
 
     def budget_for(cfg, case):
         share = nominal_s(cfg, case) / max(state["left_est"], 1e-9)
