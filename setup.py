@@ -1,6 +1,8 @@
-"""Build the compiled core: C kernels plus the Cython drivers, with OpenMP
-when the compiler has it (probed by compiling, linking and running a tiny
-program) and serially, with a warning, when it does not."""
+"""Build the compiled core: C kernels plus the Cython drivers and pwconv's
+thread pool (pthreads), with OpenMP for the default thread count
+(OMP_NUM_THREADS, threadpoolctl) when the compiler has it (probed by
+compiling, linking and running a tiny program); without it, with a warning,
+calls default to one thread."""
 import glob
 import os
 import shutil
@@ -24,6 +26,7 @@ C_SOURCES = [
     "src/pw_dispatch.c",
     "src/pw_gather.c",
     "src/pw_pack.c",
+    "src/pw_pool.c",
     "src/pw_scratch.c",
     "src/pw_transpose.c",
 ]
@@ -70,12 +73,16 @@ class BuildExt(build_ext):
         compiler = self.compiler.compiler_so[:1] if hasattr(self.compiler, "compiler_so") else None
         flags = openmp_flags(compiler) if compiler else None
         if flags is None:
-            warnings.warn("pwconv: no working OpenMP found; building single-threaded")
+            warnings.warn("pwconv: no working OpenMP found; calls will default to one "
+                          "thread (num_threads= still sets more)")
         for ext in self.extensions:
             if self.compiler.compiler_type == "msvc":
                 ext.extra_compile_args += ["/O2", "/openmp"] if flags else ["/O2"]
                 continue
-            ext.extra_compile_args += ["-O3", "-std=c11", "-fno-math-errno"]
+            # -pthread: the pool's threads, also where OpenMP (which implies
+            # it) is off, and on a C library that keeps pthreads apart.
+            ext.extra_compile_args += ["-O3", "-std=c11", "-fno-math-errno", "-pthread"]
+            ext.extra_link_args += ["-pthread"]
             if os.environ.get("PWCONV_NATIVE"):
                 # Only on request: a -march=native build may not run elsewhere.
                 ext.extra_compile_args.append("-march=native")

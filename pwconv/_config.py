@@ -17,6 +17,23 @@ def _apply_isa_override():
                           f"available here: {', '.join(_core.isa_available())}")
 
 
+# Ten seconds: past that a worker would spin through pauses a user sees.
+MAX_SPIN_US = 10_000_000
+
+
+def _apply_spin_override():
+    """PWCONV_SPIN_US=n: how long idle pool workers spin for the next call
+    before they sleep (0: at once, for machines shared with other work)."""
+    text = os.environ.get("PWCONV_SPIN_US", "").strip()
+    if not text:
+        return
+    us = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= us <= MAX_SPIN_US:
+        raise ImportError(f"PWCONV_SPIN_US={text!r} must be a whole number of "
+                          f"microseconds from 0 to {MAX_SPIN_US}")
+    _core.pool_spin_us(us)
+
+
 def config():
     from . import __version__
     return {
@@ -27,6 +44,8 @@ def config():
         "tile_float64": _core.tile_shape(8),
         "openmp": _core.openmp_enabled(),
         "threads": _core.default_threads(),
+        "thread_pool": _core.pool_kind(),
+        "pool_spin_us": _core.pool_spin_us(),
         # NHWC outputs from this size on are written around the cache
         # (non-temporal stores): half of one last-level cache instance.
         "llc_bytes": _core.llc_bytes(),

@@ -1,15 +1,15 @@
 # The compiled drivers.  Each pass is cut into independent work items (pixel
-# tiles, channel blocks) that run on OpenMP threads with the GIL released;
-# every item ends in calls to the one microkernel of pw_kernels.h.  Arguments
-# were validated by the Python layer: arrays arrive C-contiguous, of one
-# dtype, with consistent shapes, so nothing here raises on bad input.
+# tiles, channel blocks) that run on pwconv's own thread pool (pw_pool.c)
+# with the GIL released; every item ends in calls to the one microkernel of
+# pw_kernels.h.  Arguments were validated by the Python layer: arrays arrive
+# C-contiguous, of one dtype, with consistent shapes, so nothing here raises
+# on bad input.
 #
 # This file holds what every pass shares (tuning constants, runtime facts,
 # typed helpers, geometry, weight packing) and the forward and grad input
 # passes; each GEMM driver and the grad weight pass are in a file of their
 # own, included below (one compiled module).
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.string cimport memset, memcpy
 from libc.stdlib cimport malloc, free
 
@@ -169,7 +169,7 @@ cdef inline size_t stream_from_bytes(const void *R, const void *C) noexcept nogi
 
 
 cdef inline void end_streamed_item(const pw_gemm_params *prm) noexcept nogil:
-    # An OpenMP worker's streamed stores must be visible before the caller
+    # A pool worker's streamed stores must be visible before the caller
     # (another thread) reads C.
     if prm.stream:
         pw_store_fence()
@@ -225,6 +225,20 @@ def stream_min_bytes(object value=None):
     old = STREAM_MIN_BYTES
     if value is not None:
         STREAM_MIN_BYTES = value
+    return old
+
+
+def pool_kind():
+    """What runs a call's threads (src/pw_pool.c)."""
+    return pw_pool_kind().decode()
+
+
+def pool_spin_us(object value=None):
+    """How long idle pool workers spin before they sleep, in microseconds;
+    with a value, set it and return the previous one."""
+    old = int(pw_pool_spin_us())
+    if value is not None:
+        pw_pool_set_spin_us(value)
     return old
 
 
@@ -432,7 +446,7 @@ def gather_strided(object src, object dst, bint nhwc, Py_ssize_t sh, Py_ssize_t 
     cdef Py_ssize_t inner = src.shape[3] if nhwc else 1
     cdef Py_ssize_t ho = (h - 1) // sh + 1 if h else 0
     cdef Py_ssize_t wo = (w - 1) // sw + 1 if w else 0
-    cdef Py_ssize_t rows = maps * ho, chunk, team, t
+    cdef Py_ssize_t rows = maps * ho, team
     if dst.dtype != src.dtype or dst.size != rows * wo * inner:
         raise ValueError("dst must hold the gathered map in src's dtype")
     if not (src.flags.c_contiguous and dst.flags.c_contiguous):
@@ -442,17 +456,28 @@ def gather_strided(object src, object dst, bint nhwc, Py_ssize_t sh, Py_ssize_t 
     cdef bint f32 = is_f32(src)
     cdef char *ps = <char *>data(src)
     cdef char *pd = <char *>data(dst)
+    cdef GatherTask task
+    task.f32, task.dst, task.src, task.rows = f32, pd, ps, rows
+    task.h, task.w, task.inner, task.sh, task.sw, task.ho, task.wo = h, w, inner, sh, sw, ho, wo
     team = <Py_ssize_t>imax(1, imin(imin(nthreads, rows),
                                     dst.nbytes // GATHER_THREAD_BYTES))
-    chunk = cdiv(rows, team)
+    task.chunk = cdiv(rows, team)
     with nogil:
-        if team == 1:
-            gather_rows(f32, pd, ps, 0, rows, h, w, inner, sh, sw, ho, wo)
-        else:
-            for t in prange(team, schedule='static', num_threads=team):
-                gather_rows(f32, pd, ps, t * chunk, imin(rows, (t + 1) * chunk), h, w,
-                            inner, sh, sw, ho, wo)
+        pw_pool_run(<int>team, team, gather_task, &task)
     return dst
+
+
+cdef struct GatherTask:
+    bint f32
+    char *dst
+    const char *src
+    Py_ssize_t rows, chunk, h, w, inner, sh, sw, ho, wo
+
+
+cdef void gather_task(void *ctx, ptrdiff_t t) noexcept nogil:
+    cdef GatherTask *k = <GatherTask *>ctx
+    gather_rows(k.f32, k.dst, k.src, t * k.chunk, imin(k.rows, (t + 1) * k.chunk), k.h, k.w,
+                k.inner, k.sh, k.sw, k.ho, k.wo)
 
 
 cdef inline void gather_rows(bint f32, char *dst, const char *src, Py_ssize_t row0,
@@ -508,6 +533,23 @@ def packed_size(Py_ssize_t cout, Py_ssize_t kg, Py_ssize_t groups,
     ng = cout // groups
     kc, ncols = (ng, kg) if transposed else (kg, ng)
     return int(pw_panel_stride(kc, nr)) * ((ncols + nr - 1) // nr) * groups
+
+
+# What a driver's work items read, for pw_pool_run: the job and its
+# operands (untyped, f32 says which), `failed` shared by every item.
+cdef struct Task:
+    const void *job
+    bint f32
+    Py_ssize_t items            # the job's own; an NCHW run's tail follows them
+    const void *a
+    const void *b
+    void *c
+    const void *rowbias
+    const void *r
+    const void *m
+    const void *packed
+    const void *tail
+    int *failed
 
 
 # The drivers, one file each; the passes below run them.

@@ -694,15 +694,28 @@ cdef sum_partials_into(object dst, object partials, Py_ssize_t team,
             sum_partials(<double *>pd, <double *>pp, team, n, nthreads)
 
 
+cdef struct SumTask:
+    bint f32
+    void *dst
+    const void *parts
+    Py_ssize_t team, n
+
+
 cdef void sum_partials(real *dst, const real *parts, Py_ssize_t team, Py_ssize_t n,
                        Py_ssize_t nthreads) noexcept nogil:
-    cdef Py_ssize_t pieces = cdiv(n, SUM_PIECE), piece
-    cdef int workers = <int>imax(1, imin(nthreads, pieces))
-    if workers == 1:
-        sum_piece(dst, parts, team, n, 0, n)
-        return
-    for piece in prange(pieces, schedule='static', num_threads=workers):
-        sum_piece(dst, parts, team, n, piece * SUM_PIECE, imin(n, (piece + 1) * SUM_PIECE))
+    cdef Py_ssize_t pieces = cdiv(n, SUM_PIECE)
+    cdef SumTask task
+    task.f32, task.dst, task.parts, task.team, task.n = sizeof(real) == 4, dst, parts, team, n
+    pw_pool_run(<int>imax(1, imin(nthreads, pieces)), pieces, sum_task, &task)
+
+
+cdef void sum_task(void *ctx, ptrdiff_t piece) noexcept nogil:
+    cdef const SumTask *t = <SumTask *>ctx
+    cdef Py_ssize_t lo = piece * SUM_PIECE, hi = imin(t.n, (piece + 1) * SUM_PIECE)
+    if t.f32:
+        sum_piece(<float *>t.dst, <const float *>t.parts, t.team, t.n, lo, hi)
+    else:
+        sum_piece(<double *>t.dst, <const double *>t.parts, t.team, t.n, lo, hi)
 
 
 cdef inline void sum_piece(real *dst, const real *parts, Py_ssize_t team, Py_ssize_t n,
@@ -726,14 +739,40 @@ cdef void transpose_groups(real *dst, const real *src, Py_ssize_t groups,
                   NULL, 0, 0, 0, 0)
 
 
+cdef struct DwTask:
+    const DwJob *job
+    bint f32
+    const void *gout
+    const void *x
+    const void *output
+    void *partials
+    double *bsums
+    void *gin
+    const void *wpacked_t
+    int *failed
+
+
 cdef int _dw_run(DwJob *J, const real *gout, const real *x, const real *output,
                  real *partials, double *bsums, real *gin,
                  const real *wpacked_t) noexcept nogil:
+    """One item per share t of J.team: each fills partials and bsums slot t,
+    whichever thread runs it."""
     cdef int failed = 0
-    cdef Py_ssize_t t
-    if J.team == 1:
-        dw_thread(J, 0, gout, x, output, partials, bsums, gin, wpacked_t, &failed)
-    else:
-        for t in prange(J.team, schedule='static', num_threads=J.team):
-            dw_thread(J, t, gout, x, output, partials, bsums, gin, wpacked_t, &failed)
+    cdef DwTask task
+    task.job, task.f32, task.failed = J, sizeof(real) == 4, &failed
+    task.gout, task.x, task.output, task.partials = gout, x, output, partials
+    task.bsums, task.gin, task.wpacked_t = bsums, gin, wpacked_t
+    pw_pool_run(<int>J.team, J.team, dw_task, &task)
     return failed
+
+
+cdef void dw_task(void *ctx, ptrdiff_t t) noexcept nogil:
+    cdef const DwTask *k = <DwTask *>ctx
+    if k.f32:
+        dw_thread(k.job, t, <const float *>k.gout, <const float *>k.x,
+                  <const float *>k.output, <float *>k.partials, k.bsums, <float *>k.gin,
+                  <const float *>k.wpacked_t, k.failed)
+    else:
+        dw_thread(k.job, t, <const double *>k.gout, <const double *>k.x,
+                  <const double *>k.output, <double *>k.partials, k.bsums, <double *>k.gin,
+                  <const double *>k.wpacked_t, k.failed)

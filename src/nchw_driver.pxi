@@ -261,7 +261,7 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     plane's pixels past J.width, with tail_panels its NHWC panels; its
     items follow the plane driver's in the same team."""
     cdef const Geom *g = &J.g
-    cdef Py_ssize_t plane = g.ho * g.wo, items, item, rtot = J.rows_g * g.groups
+    cdef Py_ssize_t plane = g.ho * g.wo, items, rtot = J.rows_g * g.groups
     cdef Py_ssize_t tail_items = 0
     cdef double flops = 2.0 * g.n * plane * J.kc * rtot
     cdef int failed = 0, team
@@ -365,24 +365,34 @@ cdef int nchw_run(NchwJob *J, const real *A, const real *B, real *C,
     J.team_step = team
     J.ahead_b = ((J.grad_input or g.simple) and J.kblock >= J.kc
                  and g.n * J.b_planes * J.b_plane * sizeof(real) >= NCHW_AHEAD_MIN_BYTES)
-    if team == 1:
-        for item in range(items + tail_items):
-            nchw_or_tail_item(J, item, items, A, B, C, rowbias, R, M, tail, tail_panels,
-                              &failed)
-    else:
-        for item in prange(items + tail_items, schedule='dynamic', num_threads=team):
-            nchw_or_tail_item(J, item, items, A, B, C, rowbias, R, M, tail, tail_panels,
-                              &failed)
+    cdef Task task
+    task.job, task.f32, task.failed, task.items = J, sizeof(real) == 4, &failed, items
+    task.a, task.b, task.c, task.rowbias, task.r, task.m = A, B, C, rowbias, R, M
+    task.tail, task.packed = tail, tail_panels
+    pw_pool_run(team, items + tail_items, nchw_task, &task)
     return failed
 
 
-cdef inline void nchw_or_tail_item(const NchwJob *J, Py_ssize_t item, Py_ssize_t items,
-                                   const real *A, const real *B, real *C,
-                                   const real *rowbias, const real *R, const real *M,
-                                   const PixTileJob *tail, const real *tail_panels,
-                                   int *failed) noexcept nogil:
-    if item < items:
-        nchw_item(J, item, A, B, C, rowbias, R, M, failed)
+cdef void nchw_task(void *ctx, ptrdiff_t item) noexcept nogil:
+    """Items [0, t.items) are the plane driver's; the rest, the tail's
+    pixel tiles (t.packed: their panels)."""
+    cdef const Task *t = <Task *>ctx
+    cdef const NchwJob *J = <const NchwJob *>t.job
+    cdef const PixTileJob *tail = <const PixTileJob *>t.tail
+    if item < t.items:
+        if t.f32:
+            nchw_item(J, item, <const float *>t.a, <const float *>t.b, <float *>t.c,
+                      <const float *>t.rowbias, <const float *>t.r, <const float *>t.m,
+                      t.failed)
+        else:
+            nchw_item(J, item, <const double *>t.a, <const double *>t.b, <double *>t.c,
+                      <const double *>t.rowbias, <const double *>t.r, <const double *>t.m,
+                      t.failed)
         end_streamed_item(&J.prm)
+    elif t.f32:
+        pixtile_item(tail, item - t.items, <const float *>t.b, <float *>t.c,
+                     <const float *>t.r, <const float *>NULL, <const float *>t.packed, t.failed)
     else:
-        pixtile_item(tail, item - items, B, C, R, NULL, tail_panels, failed)
+        pixtile_item(tail, item - t.items, <const double *>t.b, <double *>t.c,
+                     <const double *>t.r, <const double *>NULL, <const double *>t.packed,
+                     t.failed)

@@ -245,7 +245,7 @@ cdef void nhwc_tiling(NhwcJob *J, real *dummy) noexcept nogil:
 cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
                   const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
     cdef const Geom *g = &J.g
-    cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, item, per_thread
+    cdef Py_ssize_t mtot = g.n * g.ho * g.wo, items, rowitems, per_thread
     cdef double flops = 2.0 * mtot * J.kc * J.ncg * g.groups
     cdef int failed = 0, team
     nhwc_tiling(J, C)
@@ -290,12 +290,20 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     # size (see STREAM_RESIDUAL_MIN_BYTES).
     J.prm.stream = (R != C and J.kc <= J.kblock and
                     mtot * J.c_pix * sizeof(real) >= stream_from_bytes(R, C))
-    if team == 1:
-        for item in range(items):
-            nhwc_item(J, item, A, C, R, M, packed, &failed)
-            end_streamed_item(&J.prm)
-    else:
-        for item in prange(items, schedule='dynamic', num_threads=team):
-            nhwc_item(J, item, A, C, R, M, packed, &failed)
-            end_streamed_item(&J.prm)
+    cdef Task task
+    task.job, task.f32, task.failed = J, sizeof(real) == 4, &failed
+    task.a, task.c, task.r, task.m, task.packed = A, C, R, M, packed
+    pw_pool_run(team, items, nhwc_task, &task)
     return failed
+
+
+cdef void nhwc_task(void *ctx, ptrdiff_t item) noexcept nogil:
+    cdef const Task *t = <Task *>ctx
+    cdef const NhwcJob *J = <const NhwcJob *>t.job
+    if t.f32:
+        nhwc_item(J, item, <const float *>t.a, <float *>t.c, <const float *>t.r,
+                  <const float *>t.m, <const float *>t.packed, t.failed)
+    else:
+        nhwc_item(J, item, <const double *>t.a, <double *>t.c, <const double *>t.r,
+                  <const double *>t.m, <const double *>t.packed, t.failed)
+    end_streamed_item(&J.prm)

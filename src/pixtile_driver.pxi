@@ -231,17 +231,26 @@ cdef Py_ssize_t nchw_tail_pixels(const Geom *g, const real *panels,
 
 cdef int pixtile_run(PixTileJob *J, const real *A, real *C, const real *R,
                      const real *M, const real *packed, Py_ssize_t nthreads) noexcept nogil:
-    cdef Py_ssize_t items = pixtile_plan(J, C, nthreads), item
+    cdef Py_ssize_t items = pixtile_plan(J, C, nthreads)
     cdef double flops = 2.0 * J.n * J.plane * J.kc * J.ncol * J.groups
     cdef int failed = 0
     cdef int team = plan_threads(nthreads, flops, items)
-    if team == 1:
-        for item in range(items):
-            pixtile_item(J, item, A, C, R, M, packed, &failed)
-    else:
-        for item in prange(items, schedule='dynamic', num_threads=team):
-            pixtile_item(J, item, A, C, R, M, packed, &failed)
+    cdef Task task
+    task.job, task.f32, task.failed = J, sizeof(real) == 4, &failed
+    task.a, task.c, task.r, task.m, task.packed = A, C, R, M, packed
+    pw_pool_run(team, items, pixtile_task, &task)
     return failed
+
+
+cdef void pixtile_task(void *ctx, ptrdiff_t item) noexcept nogil:
+    cdef const Task *t = <Task *>ctx
+    cdef const PixTileJob *J = <const PixTileJob *>t.job
+    if t.f32:
+        pixtile_item(J, item, <const float *>t.a, <float *>t.c, <const float *>t.r,
+                     <const float *>t.m, <const float *>t.packed, t.failed)
+    else:
+        pixtile_item(J, item, <const double *>t.a, <double *>t.c, <const double *>t.r,
+                     <const double *>t.m, <const double *>t.packed, t.failed)
 
 
 cdef Py_ssize_t pixtile_plan(PixTileJob *J, real *dummy, Py_ssize_t nthreads) noexcept nogil:

@@ -1,5 +1,7 @@
 # C declarations shared by the compiled drivers.
 
+from libc.stddef cimport ptrdiff_t
+
 cdef extern from "pw_kernels.h" nogil:
     ctypedef struct pw_gemm_params:
         size_t kc
@@ -99,3 +101,10 @@ cdef extern from "pw_pack.h" nogil:
 cdef extern from "pw_omp.h" nogil:
     int pw_omp_enabled()
     int pw_omp_max_threads()
+
+cdef extern from "pw_pool.h" nogil:
+    ctypedef void (*pw_task_fn)(void *ctx, ptrdiff_t item) noexcept nogil
+    void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
+    const char *pw_pool_kind()
+    void pw_pool_set_spin_us(long us)
+    long pw_pool_spin_us()

@@ -1,7 +1,7 @@
 """Build tests/c/check_gemm.c against each microkernel family and run it;
 build tests/c/check_sums.c (grad bias sums, grad weight's A regrouping) and
 tests/c/check_transpose.c (the pixel-tile move out to the planes) natively
-and for AArch64 and run them.
+and for AArch64 and run them; and tests/c/check_pool.c (the thread pool).
 
 The C checker sweeps every remainder case of the pw_kernels.h contract
 (rows, columns, depths, epilogue variants, strides, packed and direct B,
@@ -151,12 +151,12 @@ HELPER_CHECKS = [("check_sums", ("pw_pack.c", "pw_transpose.c")),
                  ("check_transpose", ("pw_transpose.c",))]
 
 
-def _check_helper(name, sources, cc, exe, runner=(), extra=()):
+def _check_helper(name, sources, cc, exe, runner=(), extra=(), args=()):
     cmd = [cc, *CFLAGS, *extra, "-I" + SRC, os.path.join(ROOT, "tests", "c", name + ".c"),
            *(os.path.join(SRC, s) for s in sources), "-o", str(exe), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, " ".join(cmd) + "\n" + proc.stdout + proc.stderr
-    proc = subprocess.run([*runner, str(exe)], capture_output=True, text=True,
+    proc = subprocess.run([*runner, str(exe), *args], capture_output=True, text=True,
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -180,3 +180,22 @@ def test_helpers_neon_qemu(tmp_path, name, sources):
     cross, qemu = _aarch64_tools()
     _check_helper(name, sources, cross, tmp_path / (name + "_a64"), runner=(qemu,),
                   extra=("-static",))
+
+
+def test_pool_native(tmp_path):
+    """Every item of every run exactly once, from concurrent callers, nested
+    runs, callers that end, and forked children, with workers spinning and
+    asleep between runs (tests/c/check_pool.c)."""
+    cc = _compiler()
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) on PATH")
+    _check_helper("check_pool", ("pw_pool.c",), cc, tmp_path / "check_pool",
+                  extra=("-pthread",))
+
+
+def test_pool_aarch64_qemu(tmp_path):
+    """The pool's atomics and futex as AArch64 builds them; no fork, which
+    qemu-user cannot follow with new threads."""
+    cross, qemu = _aarch64_tools()
+    _check_helper("check_pool", ("pw_pool.c",), cross, tmp_path / "check_pool_a64",
+                  runner=(qemu,), extra=("-static", "-pthread"), args=("emulated",))

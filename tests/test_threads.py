@@ -1,5 +1,6 @@
 """Determinism, thread counts, concurrent callers and runtime configuration."""
 
+import os
 import textwrap
 import threading
 import time
@@ -278,6 +279,55 @@ def test_omp_num_threads_is_honoured(tmp_path):
     """)
     proc = ref.run_python(script, tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
+
+
+def test_forked_child_runs_threads(tmp_path):
+    # pwconv's pool is per calling thread and started afresh in a forked
+    # child (the parent's workers do not exist there): a child forked after
+    # threaded calls runs threaded calls too, with the parent's results.
+    script = textwrap.dedent("""
+        import os, numpy as np, pwconv, reference as ref
+        case = ref.make_case(np.random.default_rng(0), residual=True,
+                             n=2, c_in=64, c_out=96, h=28, w=28)
+        def run():
+            return pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                           residual=case["residual"], num_threads=2)
+        parent = run()
+        pid = os.fork()
+        if pid == 0:
+            ok = all(run().tobytes() == parent.tobytes() for _ in range(20))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        assert run().tobytes() == parent.tobytes()
+        print("OK")
+    """)
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork on this platform")
+    proc = ref.run_python(script, tmp_path)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_spin_override(tmp_path):
+    # Workers that sleep at once give the same results; the setting is shown.
+    script = textwrap.dedent("""
+        import numpy as np, pwconv, reference as ref
+        assert pwconv.show_config()["pool_spin_us"] == 0
+        case = ref.make_case(np.random.default_rng(0), n=2, c_in=64, c_out=96, h=28, w=28)
+        runs = [pwconv.pointwise_conv2d(case["x"], case["weight"], num_threads=t)
+                for t in (1, 2, 2)]
+        assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
+        print("OK")
+    """)
+    proc = ref.run_python(script, tmp_path, env={"PWCONV_SPIN_US": "0"})
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "lots", "10000001", "\u00b2"])
+def test_bad_spin_override_names_the_variable(tmp_path, value):
+    proc = ref.run_python("import pwconv", tmp_path, env={"PWCONV_SPIN_US": value})
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "PWCONV_SPIN_US" in proc.stderr, proc.stderr
 
 
 def test_concurrent_python_threads():
