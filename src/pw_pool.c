@@ -132,6 +132,7 @@ static void wake_sleepers(pool *p, int count)
 #if defined(__linux__)
     syscall(SYS_futex, (uint32_t *)&p->wake, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 #else
+    (void)count;  /* no way to wake only some: all look for a ticket */
     pthread_mutex_lock(&p->lock);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
