@@ -7,14 +7,14 @@ finds the installed package, not the source folder.  See benchmarks/README.md.
 
 import os
 
-# libgomp's idle workers (PyTorch's; pwconv has its own pool) spin after
-# each parallel region; in an interleaved loop a long spin would steal the
-# cores of whichever library runs next (OpenBLAS, pwconv, XNNPACK's
-# pthreadpool), while no spin at all (OMP_WAIT_POLICY=PASSIVE) makes every
-# short layer pay a futex wake-up per worker.  A bounded spin (20000 pauses,
-# about 0.5 ms on this project's EPYC, the same order as pwconv's pool's
-# 500 us) keeps what a real inference loop gets from back-to-back layers
-# without starving the next contender.  Must precede importing torch, since
+# libgomp's idle workers (pwconv's and PyTorch's: one libgomp in this
+# process) spin after each parallel region; in an interleaved loop a long
+# spin would steal the cores of whichever library runs next (OpenBLAS,
+# XNNPACK's pthreadpool), while no spin at all (OMP_WAIT_POLICY=PASSIVE)
+# makes every short layer pay a futex wake-up per worker.  A bounded spin
+# (20000 pauses, about 0.5 ms on this project's EPYC) keeps what a real
+# inference loop gets from back-to-back layers without starving the next
+# contender.  Must precede importing any OpenMP user (pwconv, torch), since
 # libgomp reads it once at load.
 _OMP_SET_HERE = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
 if _OMP_SET_HERE:
@@ -947,8 +947,7 @@ def main(argv=None):
     log(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')} "
         f"({'set by bench.py' if _OMP_SET_HERE else 'from the environment'}): "
-        "libgomp's spin-wait (PyTorch's threads) bounded so it does not starve the "
-        "other thread pools")
+        "libgomp's spin-wait bounded so it does not starve the other thread pools")
     # Import the peers before pwconv is loaded, in a fixed order, so each
     # library's start-up cost is paid outside the timings.
     vers = peers.versions()

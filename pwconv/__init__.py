@@ -15,12 +15,14 @@ except ImportError as exc:  # pragma: no cover - depends on how it is run
     raise
 
 from ._alloc import empty  # noqa: E402
-from ._config import _apply_isa_override, _apply_spin_override, show_config  # noqa: E402
+from ._config import (_apply_isa_override, _apply_spin_override,  # noqa: E402
+                      _apply_threads_override, show_config)
 from ._functional import pointwise_conv2d, pointwise_conv2d_backward  # noqa: E402
 from ._layer import PointwiseConv2d  # noqa: E402
 
 _apply_isa_override()
 _apply_spin_override()
+_apply_threads_override()
 
 __all__ = ["pointwise_conv2d", "pointwise_conv2d_backward", "PointwiseConv2d",
            "empty", "show_config", "__version__"]

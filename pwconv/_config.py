@@ -34,6 +34,19 @@ def _apply_spin_override():
     _core.pool_spin_us(us)
 
 
+def _apply_threads_override():
+    """PWCONV_THREADS=openmp|pool: what runs a call's threads (default
+    openmp where the build has it)."""
+    name = os.environ.get("PWCONV_THREADS", "").strip().lower()
+    if not name:
+        return
+    if name not in ("openmp", "pool"):
+        raise ImportError(f"PWCONV_THREADS={name!r} must be 'openmp' or 'pool'")
+    if not _core.use_pool(name == "pool"):
+        raise ImportError(f"PWCONV_THREADS={name!r} is not available in this build "
+                          f"(it runs {_core.pool_kind()})")
+
+
 def config():
     from . import __version__
     return {

@@ -1,6 +1,6 @@
 # The compiled drivers.  Each pass is cut into independent work items (pixel
-# tiles, channel blocks) that run on pwconv's own thread pool (pw_pool.c)
-# with the GIL released; every item ends in calls to the one microkernel of
+# tiles, channel blocks) that run on several threads (pw_pool.c: OpenMP or
+# pwconv's own pool) with the GIL released; every item ends in calls to the one microkernel of
 # pw_kernels.h.  Arguments were validated by the Python layer: arrays arrive
 # C-contiguous, of one dtype, with consistent shapes, so nothing here raises
 # on bad input.
@@ -231,6 +231,12 @@ def stream_min_bytes(object value=None):
 def pool_kind():
     """What runs a call's threads (src/pw_pool.c)."""
     return pw_pool_kind().decode()
+
+
+def use_pool(bint pool):
+    """Run threaded calls on pwconv's pool (True) or OpenMP (False); False
+    when this build cannot."""
+    return bool(pw_pool_use(pool))
 
 
 def pool_spin_us(object value=None):

@@ -106,5 +106,6 @@ cdef extern from "pw_pool.h" nogil:
     ctypedef void (*pw_task_fn)(void *ctx, ptrdiff_t item) noexcept nogil
     void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
     const char *pw_pool_kind()
+    int pw_pool_use(int pool)
     void pw_pool_set_spin_us(long us)
     long pw_pool_spin_us()

@@ -14,6 +14,8 @@ const char *pw_pool_kind(void)
 #endif
 }
 
+int pw_pool_use(int pool) { return !pool; }
+
 void pw_pool_set_spin_us(long us) { (void)us; }
 long pw_pool_spin_us(void) { return 0; }
 
@@ -71,7 +73,33 @@ static inline void relax(void) { __asm__ __volatile__("yield"); }
 static inline void relax(void) {}
 #endif
 
-const char *pw_pool_kind(void) { return "pwconv pool (pthreads)"; }
+/* OpenMP's parallel-for unless asked otherwise (PWCONV_THREADS=pool): in a
+ * process that also runs PyTorch, pwconv then shares one libgomp, and so
+ * one set of workers, with it.  With its own pool, PyTorch's workers, which
+ * spin after each op (for milliseconds by default), held the cores the
+ * pool's worker needed: a loop of PyTorch depthwise 3x3 then pwconv 1x1,
+ * 2 threads each, over five MobileNetV2 shapes took 1.22-1.35 ms a round
+ * against 0.79-1.02 ms (session 25, six runs each way).  Without OpenMP in
+ * the build, the pool. */
+#ifdef _OPENMP
+static _Atomic int use_pool = 0;
+#else
+static _Atomic int use_pool = 1;
+#endif
+
+int pw_pool_use(int pool)
+{
+#ifndef _OPENMP
+    if (!pool) return 0;
+#endif
+    atomic_store(&use_pool, pool != 0);
+    return 1;
+}
+
+const char *pw_pool_kind(void)
+{
+    return atomic_load(&use_pool) ? "pwconv pool (pthreads)" : "OpenMP";
+}
 
 typedef struct pool {
     /* items << 32 | next unclaimed item.  A claim is a CAS on the whole
@@ -239,10 +267,10 @@ static void grow(pool *p, int want)
         p->nworkers++;
 }
 
-void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
+static void pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
 {
     pool *p = NULL;
-    if (team > 1 && items > 1 && items < INT32_MAX && !running_items) p = own_pool();
+    if (items < INT32_MAX && !running_items) p = own_pool();
     if (p) grow(p, team - 1);
     if (!p || p->nworkers == 0) {
         for (ptrdiff_t i = 0; i < items; i++) fn(ctx, i);
@@ -267,6 +295,22 @@ void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
         else if (now_ns() > until) sched_yield();
     }
     running_items = 0;
+}
+
+void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
+{
+    if (team > 1 && items > 1 && atomic_load_explicit(&use_pool, memory_order_relaxed)) {
+        pool_run(team, items, fn, ctx);
+        return;
+    }
+#ifdef _OPENMP
+    if (team > 1 && items > 1) {
+#pragma omp parallel for schedule(dynamic) num_threads(team)
+        for (ptrdiff_t i = 0; i < items; i++) fn(ctx, i);
+        return;
+    }
+#endif
+    for (ptrdiff_t i = 0; i < items; i++) fn(ctx, i);
 }
 
 #endif

@@ -281,12 +281,13 @@ def test_omp_num_threads_is_honoured(tmp_path):
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
 
 
-def test_forked_child_runs_threads(tmp_path):
-    # pwconv's pool is per calling thread and started afresh in a forked
-    # child (the parent's workers do not exist there): a child forked after
-    # threaded calls runs threaded calls too, with the parent's results.
+def test_forked_child_runs_threads_on_the_pool(tmp_path):
+    # With PWCONV_THREADS=pool a forked child starts its own workers (the
+    # parent's do not exist there): a child forked after threaded calls runs
+    # threaded calls too, with the parent's results.
     script = textwrap.dedent("""
         import os, numpy as np, pwconv, reference as ref
+        assert "pool" in pwconv.show_config()["thread_pool"]
         case = ref.make_case(np.random.default_rng(0), residual=True,
                              n=2, c_in=64, c_out=96, h=28, w=28)
         def run():
@@ -302,32 +303,77 @@ def test_forked_child_runs_threads(tmp_path):
         assert run().tobytes() == parent.tobytes()
         print("OK")
     """)
-    if not hasattr(os, "fork"):
-        pytest.skip("no os.fork on this platform")
-    proc = ref.run_python(script, tmp_path)
+    if not hasattr(os, "fork") or os.name == "nt":
+        pytest.skip("no os.fork or no pthreads pool on this platform")
+    proc = ref.run_python(script, tmp_path, env={"PWCONV_THREADS": "pool"})
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+# Every threaded site with 2 threads: the NHWC, NCHW (with its pixel-tile
+# tail) and pixel-tile drivers, the strided gather, grad input, grad weight
+# and its partial sums; the digest of every output.
+THREADED_SITES = textwrap.dedent("""
+    import hashlib, numpy as np, pwconv, reference as ref
+    digest = hashlib.sha256()
+    for layout in ("NHWC", "NCHW"):
+        for dtype in (np.float32, np.float64):
+            for kw, size in [(dict(), 28), (dict(), 14), (dict(), 7),
+                             (dict(stride=2), 56), (dict(groups=2), 28)]:
+                case = ref.make_case(np.random.default_rng(size), dtype=dtype, layout=layout,
+                                     residual=not kw, n=4, c_in=128, c_out=96, h=size,
+                                     w=size, **kw)
+                y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
+                                            residual=case.get("residual"), layout=layout,
+                                            activation="relu6", num_threads=2, **kw)
+                g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+                outs = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
+                                                        layout=layout, num_threads=2, **kw)
+                for a in (y,) + tuple(outs):
+                    digest.update(np.ascontiguousarray(a).tobytes())
+    print(pwconv.show_config()["thread_pool"])
+    print("DIGEST", digest.hexdigest())
+""")
+
+
+def test_pool_and_openmp_give_the_same_results(tmp_path):
+    if not openmp_on():
+        pytest.skip("pwconv built without OpenMP")
+    out = {}
+    for mode in ("openmp", "pool"):
+        proc = ref.run_python(THREADED_SITES, tmp_path, env={"PWCONV_THREADS": mode})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        kind, digest = proc.stdout.split("\n")[-3:-1]
+        assert ("pool" in kind) == (mode == "pool"), kind
+        out[mode] = digest
+    assert out["openmp"] == out["pool"]
 
 
 def test_spin_override(tmp_path):
-    # Workers that sleep at once give the same results; the setting is shown.
+    # Pool workers that sleep at once give the same results; both settings
+    # are shown.
     script = textwrap.dedent("""
         import numpy as np, pwconv, reference as ref
-        assert pwconv.show_config()["pool_spin_us"] == 0
+        cfg = pwconv.show_config()
+        assert cfg["pool_spin_us"] == 0 and "pool" in cfg["thread_pool"]
         case = ref.make_case(np.random.default_rng(0), n=2, c_in=64, c_out=96, h=28, w=28)
         runs = [pwconv.pointwise_conv2d(case["x"], case["weight"], num_threads=t)
-                for t in (1, 2, 2)]
+                for t in (2, 2, 2)]
         assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
         print("OK")
     """)
-    proc = ref.run_python(script, tmp_path, env={"PWCONV_SPIN_US": "0"})
+    if os.name == "nt":
+        pytest.skip("no pthreads pool on Windows")
+    proc = ref.run_python(script, tmp_path, env={"PWCONV_SPIN_US": "0", "PWCONV_THREADS": "pool"})
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("value", ["-1", "1.5", "lots", "10000001", "\u00b2"])
-def test_bad_spin_override_names_the_variable(tmp_path, value):
-    proc = ref.run_python("import pwconv", tmp_path, env={"PWCONV_SPIN_US": value})
+@pytest.mark.parametrize("name, value", [
+    ("PWCONV_SPIN_US", v) for v in ["-1", "1.5", "lots", "10000001", "\u00b2"]] + [
+    ("PWCONV_THREADS", v) for v in ["gomp", "1", "pools"]])
+def test_bad_thread_settings_name_the_variable(tmp_path, name, value):
+    proc = ref.run_python("import pwconv", tmp_path, env={name: value})
     assert proc.returncode != 0
-    assert "ImportError" in proc.stderr and "PWCONV_SPIN_US" in proc.stderr, proc.stderr
+    assert "ImportError" in proc.stderr and name in proc.stderr, proc.stderr
 
 
 def test_concurrent_python_threads():
