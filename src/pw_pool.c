@@ -14,7 +14,15 @@ const char *pw_pool_kind(void)
 #endif
 }
 
-int pw_pool_use(int pool) { return !pool; }
+int pw_pool_use(int pool)
+{
+#ifdef _OPENMP
+    return !pool;
+#else
+    (void)pool;
+    return 0;
+#endif
+}
 
 void pw_pool_set_spin_us(long us) { (void)us; }
 long pw_pool_spin_us(void) { return 0; }
@@ -34,7 +42,6 @@ void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
 
 #else
 
-#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
