@@ -1,8 +1,9 @@
-"""Build the compiled core: C kernels plus the Cython drivers and pwconv's
-thread pool (pthreads), with OpenMP for the default thread count
-(OMP_NUM_THREADS, threadpoolctl) when the compiler has it (probed by
-compiling, linking and running a tiny program); without it, with a warning,
-calls default to one thread."""
+"""Build the compiled core: C kernels plus the Cython drivers, with OpenMP
+when the compiler has it (probed by compiling, linking and running a tiny
+program): it runs the threads by default and sets their default count
+(OMP_NUM_THREADS, threadpoolctl).  pwconv's own pool (pthreads) is built in
+too; without OpenMP, with a warning, calls default to one thread and
+num_threads= runs more on the pool."""
 import glob
 import os
 import shutil
