@@ -86,8 +86,8 @@ static inline void relax(void) {}
  * spin after each op (for milliseconds by default), held the cores the
  * pool's worker needed: a loop of PyTorch depthwise 3x3 then pwconv 1x1,
  * 2 threads each, over five MobileNetV2 shapes took 1.22-1.35 ms a round
- * against 0.79-1.02 ms (session 25, six runs each way).  Without OpenMP in
- * the build, the pool. */
+ * against 0.79-1.02 ms (session 25: four runs with the pool, eight with
+ * OpenMP).  Without OpenMP in the build, the pool. */
 #ifdef _OPENMP
 static _Atomic int use_pool = 0;
 #else
