@@ -311,23 +311,34 @@ def test_forked_child_runs_threads_on_the_pool(tmp_path):
 
 # Every threaded site with 2 threads: the NHWC, NCHW (with its pixel-tile
 # tail) and pixel-tile drivers, the strided gather, grad input, grad weight
-# and its partial sums; the digest of every output.
+# and its partial sums; channel counts and planes off the kernel tiles.
+# Each output is checked against the float64 reference, and the digest of
+# them all is printed.
 THREADED_SITES = textwrap.dedent("""
     import hashlib, numpy as np, pwconv, reference as ref
     digest = hashlib.sha256()
     for layout in ("NHWC", "NCHW"):
         for dtype in (np.float32, np.float64):
-            for kw, size in [(dict(), 28), (dict(), 14), (dict(), 7),
-                             (dict(stride=2), 56), (dict(groups=2), 28)]:
-                case = ref.make_case(np.random.default_rng(size), dtype=dtype, layout=layout,
-                                     residual=not kw, n=4, c_in=128, c_out=96, h=size,
-                                     w=size, **kw)
+            for kw, (h, w) in [(dict(), (27, 25)), (dict(), (14, 14)), (dict(), (7, 7)),
+                               (dict(stride=2), (55, 53)), (dict(groups=2), (27, 25))]:
+                case = ref.make_case(np.random.default_rng(h), dtype=dtype, layout=layout,
+                                     residual=not kw, n=4, c_in=100, c_out=90, h=h,
+                                     w=w, **kw)
                 y = pwconv.pointwise_conv2d(case["x"], case["weight"], case["bias"],
-                                            residual=case.get("residual"), layout=layout,
+                                            residual=case["residual"], layout=layout,
                                             activation="relu6", num_threads=2, **kw)
+                ref.assert_close(y, ref.forward(case["x"], case["weight"], case["bias"],
+                                                residual=case["residual"], layout=layout,
+                                                activation="relu6", **kw),
+                                 100 // kw.get("groups", 1))
                 g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
                 outs = pwconv.pointwise_conv2d_backward(g, case["x"], case["weight"],
                                                         layout=layout, num_threads=2, **kw)
+                pixels = y.size // 90
+                for a, e, k in zip(outs, ref.backward(g, case["x"], case["weight"],
+                                                      layout=layout, **kw),
+                                   (90 // kw.get("groups", 1), pixels, pixels)):
+                    ref.assert_close(a, e, k)
                 for a in (y,) + tuple(outs):
                     digest.update(np.ascontiguousarray(a).tobytes())
     print(pwconv.show_config()["thread_pool"])

@@ -3,7 +3,8 @@
  * far above the item count; from several caller threads at once, each with
  * its own pool; from an item (a nested run, serial); from callers that end
  * (their pools' workers are joined); and in forked children, where the
- * parent's workers do not exist.  With the argument "emulated" (for
+ * parent's workers do not exist; and that a second thread really takes
+ * items.  With the argument "emulated" (for
  * qemu-user, which cannot start threads in a forked child of a threaded
  * process): fewer rounds and no fork.  Prints "check_pool: OK, N cases" or the
  * first failure and exits 1. */
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_ITEMS 700
@@ -117,6 +119,34 @@ static void in_child(int depth)
         fail("forked child", 0, 0, depth, status);
 }
 
+/* A run of two items whose item 0 waits until item 1 has run.  Items are
+ * claimed in order, so whichever thread takes item 0 blocks, and only
+ * another thread can run item 1: a pool that ran every item on the caller
+ * would never finish. */
+static void meet_item(void *ctx, ptrdiff_t item)
+{
+    _Atomic int *one_ran = (_Atomic int *)ctx;
+    if (item == 1) {
+        atomic_store(one_ran, 1);
+        return;
+    }
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!atomic_load(one_ran)) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > 30) fail("no second thread ran an item in 30 s", 2, 2, 1, 0);
+    }
+}
+
+static void workers_take_items(void)
+{
+    for (int r = 0; r < 20; r++) {
+        _Atomic int one_ran = 0;
+        pw_pool_run(2, 2, meet_item, (void *)&one_ran);
+        atomic_fetch_add(&cases, 1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int emulated = argc > 1 && strcmp(argv[1], "emulated") == 0;
@@ -124,6 +154,7 @@ int main(int argc, char **argv)
      * back runs (the default), and asleep (spin 0) so that every run wakes it. */
     for (int spin = 0; spin < 2; spin++) {
         if (spin) pw_pool_set_spin_us(0);
+        workers_take_items();
         sweep(emulated ? 4 : 20);
         concurrent_callers(4, emulated ? 1 : 5);
         /* Callers that end: each joins its own workers on the way out. */
