@@ -84,10 +84,10 @@ static inline void relax(void) {}
  * process that also runs PyTorch, pwconv then shares one libgomp, and so
  * one set of workers, with it.  With its own pool, PyTorch's workers, which
  * spin after each op (for milliseconds by default), held the cores the
- * pool's worker needed: a loop of PyTorch depthwise 3x3 then pwconv 1x1,
- * 2 threads each, over five MobileNetV2 shapes took 1.22-1.35 ms a round
- * against 0.79-1.02 ms (session 25: four runs with the pool, eight with
- * OpenMP).  Without OpenMP in the build, the pool. */
+ * pool's worker needed: rounds of PyTorch depthwise 3x3 then pwconv 1x1,
+ * 2 threads each, over five MobileNetV2 shapes took 1.07-1.18 ms against
+ * 0.70-0.71 ms (benchmarks/threads.py; README, Threads).  Without OpenMP
+ * in the build, the pool. */
 #ifdef _OPENMP
 static _Atomic int use_pool = 0;
 #else

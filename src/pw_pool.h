@@ -5,10 +5,11 @@
  *
  * Why the pool: libgomp's end-of-region barrier waits for every worker of
  * the team, including one that has not yet run because another process
- * holds its core.  On a 2-vCPU host with one vCPU kept busy, that made a
- * 100 us layer take a scheduler slice (about 2 ms) on more than one call in
- * ten.  In the pool the caller takes items too, so a worker that never
- * starts costs nothing: the caller finishes its items and returns.
+ * holds its core.  On a 2-vCPU host with one vCPU kept busy, stalls of
+ * milliseconds put the mean 2-thread call at about six times its median
+ * (benchmarks/threads.py).  In the pool the caller takes items too, so a
+ * worker that never starts costs nothing: the caller finishes its items
+ * and returns.
  *
  * Why not the pool by default: beside PyTorch in one process it loses (see
  * use_pool in pw_pool.c). */
