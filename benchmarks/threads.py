@@ -7,6 +7,7 @@ a fresh process per mode, the modes taking turns; prints a markdown table.
     python benchmarks/threads.py [--seconds 1.5] [--rounds 2]
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -103,11 +104,7 @@ def main():
         return
     if len(os.sched_getaffinity(0)) < 2 or 1 not in os.sched_getaffinity(0):
         sys.exit("needs CPUs 0 and 1")
-    try:
-        import torch  # noqa: F401
-        scenarios = ["busy", "torch"]
-    except ImportError:
-        scenarios = ["busy"]
+    scenarios = ["busy"] + (["torch"] if importlib.util.find_spec("torch") else [])
     print(f"Layers summed per run; times in us; {args.rounds} runs per mode, "
           f"{args.seconds} s per layer.\n")
     print("| setting | mode | run | measurements |\n|---|---|---|---|")
