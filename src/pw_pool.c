@@ -3,6 +3,25 @@
 #define _GNU_SOURCE
 #include "pw_pool.h"
 
+/* OpenMP's parallel-for, dynamic as the Cython prange loops it replaced
+ * were; serial in a build without OpenMP.  The loop variable is an int,
+ * the only kind MSVC's OpenMP 2.0 takes; a count past INT_MAX (never a
+ * real call's) runs serially rather than wrapping. */
+static void omp_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
+{
+#ifdef _OPENMP
+    int i, n = (int)items;
+    if (team > 1 && items > 1 && items == (ptrdiff_t)n) {
+#pragma omp parallel for schedule(dynamic) num_threads(team)
+        for (i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+#else
+    (void)team;
+#endif
+    for (ptrdiff_t j = 0; j < items; j++) fn(ctx, j);
+}
+
 #if defined(_WIN32)
 /* No pthreads: OpenMP's parallel-for where the build has it. */
 const char *pw_pool_kind(void)
@@ -29,15 +48,7 @@ long pw_pool_spin_us(void) { return 0; }
 
 void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
 {
-    int i, n = (int)items;
-    if (team <= 1 || items != (ptrdiff_t)n) {
-        for (ptrdiff_t j = 0; j < items; j++) fn(ctx, j);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic) num_threads(team)
-#endif
-    for (i = 0; i < n; i++) fn(ctx, i);
+    omp_run(team, items, fn, ctx);
 }
 
 #else
@@ -310,14 +321,7 @@ void pw_pool_run(int team, ptrdiff_t items, pw_task_fn fn, void *ctx)
         pool_run(team, items, fn, ctx);
         return;
     }
-#ifdef _OPENMP
-    if (team > 1 && items > 1) {
-#pragma omp parallel for schedule(dynamic) num_threads(team)
-        for (ptrdiff_t i = 0; i < items; i++) fn(ctx, i);
-        return;
-    }
-#endif
-    for (ptrdiff_t i = 0; i < items; i++) fn(ctx, i);
+    omp_run(team, items, fn, ctx);
 }
 
 #endif
