@@ -21,7 +21,6 @@ cdef struct NhwcJob:
     bint border                   # C at output: padding gets act(head + R)
     bint masked                   # A is zeroed where M is outside (mlo, mhi)
     bint prefetch_r               # ask for the next row tile's R a tile early
-    bint prefetch_c               # the same for C's rows, with no R
     bint prefetch_a               # and for its A rows (A streamed from memory)
     Py_ssize_t group_rows         # 0, or rows per block taken through all groups
     double mlo, mhi
@@ -136,9 +135,6 @@ cdef void nhwc_rows(const NhwcJob *J, const real *A, real *C, const real *R,
                         r = R + (c - C) if R != NULL else NULL
                         if J.prefetch_r and m + mr_ < rows:
                             pw_prefetch_rows_l2(r + mr_ * c_rs, imin(J.mr, rows - m - mr_),
-                                                ncols * sizeof(real), c_rs * sizeof(real))
-                        elif J.prefetch_c and m + mr_ < rows:
-                            pw_prefetch_rows_l2(c + mr_ * c_rs, imin(J.mr, rows - m - mr_),
                                                 ncols * sizeof(real), c_rs * sizeof(real))
                         gemm(mr_, ncols, a, pk, c, NULL, r, &first)
                     else:
@@ -294,20 +290,6 @@ cdef int nhwc_run(NhwcJob *J, const real *A, real *C, const real *R,
     # size (see STREAM_RESIDUAL_MIN_BYTES).
     J.prm.stream = (R != C and J.kc <= J.kblock and
                     mtot * J.c_pix * sizeof(real) >= stream_from_bytes(R, C))
-    # A plain output of that size is in the same position as the residual:
-    # its lines are not in L2 when the epilogue stores to them, and each
-    # store then waits on the line's fill, so each row tile asks for the
-    # next one's C rows first, as for R.  Relu6 + residual formed in place
-    # (those requests on R = C) had been 0.79 of the plain call's time on
-    # 16->96 at 112x112.  Same buffers, the two builds interleaved in one
-    # process, 1 thread, plain forward: 16->96 at 112x112 0.70-0.75 of the
-    # time, 24->144 at 56x56 0.84-0.92 (a slower host phase), 0.93 and
-    # 0.97-0.99 in a faster one; smaller outputs, and layers with a
-    # residual, unchanged.  With a residual in its own buffer the output is
-    # streamed instead: not streaming it and asking for both R and C rows
-    # was 2-11% slower on those two layers.
-    J.prefetch_c = (R == NULL and not J.prm.stream
-                    and mtot * J.ncg * g.groups * sizeof(real) > PREFETCH_R_MIN_BYTES)
     cdef Task task
     task.job, task.f32, task.failed = J, sizeof(real) == 4, &failed
     task.a, task.c, task.r, task.m, task.packed = A, C, R, M, packed
