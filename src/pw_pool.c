@@ -97,7 +97,8 @@ static inline void relax(void) {}
  * spin after each op (for milliseconds by default), held the cores the
  * pool's worker needed: rounds of PyTorch depthwise 3x3 then pwconv 1x1,
  * 2 threads each, over five MobileNetV2 shapes took 1.07-1.18 ms against
- * 0.70-0.71 ms (benchmarks/threads.py; README, Threads).  Without OpenMP
+ * 0.70-0.71 ms, and 1.22-1.28 against 0.86-0.91 in a later run
+ * (benchmarks/threads.py; README, Threads).  Without OpenMP
  * in the build, the pool. */
 #ifdef _OPENMP
 static _Atomic int use_pool = 0;
