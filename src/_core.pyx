@@ -743,3 +743,21 @@ cdef int _grad_input(const Geom *g, const real *gout, const real *wpacked_t,
 
 
 include "grad_weight.pxi"
+
+
+def transpose_weight(object w, Py_ssize_t groups, object dst):
+    """dst = each group's (C_out/groups, kg) block of the C-contiguous weight
+    w transposed: the NCHW grad-input A operand, (C_in, C_out/groups).
+    Through pw_transpose's blocks: numpy's strided copy of the transposed
+    view took 12.7 ms on a 2048 x 1024 float32 weight (ResNet-50's last
+    shortcut), which an NCHW training loop pays again after every weight
+    update."""
+    cdef Py_ssize_t ng = w.shape[0] // groups, kg = w.shape[1]
+    cdef void *pw = data(w)
+    cdef void *pd = data(dst)
+    if w.dtype == np.float32:
+        with nogil:
+            transpose_groups(<float *>pd, <const float *>pw, groups, ng, kg)
+    else:
+        with nogil:
+            transpose_groups(<double *>pd, <const double *>pw, groups, ng, kg)

@@ -510,3 +510,23 @@ def test_nchw_planes_read_in_place_up_to_the_wide_limits(rng, dtype, c_in, c_out
     g = rng.standard_normal(y.shape).astype(dtype)
     got, expected = run_backward(g, case, y, **kw)
     check_grads(got, expected, case, y, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_out, kg, groups", [
+    (1, 1, 1), (17, 5, 1), (96, 16, 1), (530, 520, 1),   # 530 x 520 float64: 2.2 MB
+    (60, 80, 3), (1024, 300, 4)])
+def test_transposed_weight_matches_numpy(dtype, c_out, kg, groups):
+    """NCHW grad input's A operand (each group's weight block transposed),
+    made by the core's transpose (numpy's below 1 MB of float64) on ragged
+    sizes and groups: exactly numpy's transpose."""
+    from pwconv._functional import transpose_weight
+    w = np.random.default_rng(c_out * kg).standard_normal((c_out, kg)).astype(dtype)
+    before = w.copy()
+    got = transpose_weight(w, groups)
+    ng = c_out // groups
+    expected = w.reshape(groups, ng, kg).transpose(0, 2, 1).reshape(groups * kg, ng)
+    assert got.shape == expected.shape and got.dtype == w.dtype
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(w, before)

@@ -197,6 +197,25 @@ def test_weight_and_bias_assignment_repacks(rng, layout):
     assert_close(layer(x), y_b, k=6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_backward_after_weight_assignment(rng, dtype, stride):
+    """A training loop assigns new weights every step: grad input must use
+    them, not the transposed copy made for the old ones (NCHW grad input
+    reads the weight transposed; stride 2 always takes that path)."""
+    layer = pwconv.PointwiseConv2d(40, 24, stride=stride, layout="NCHW", dtype=dtype,
+                                   num_threads=1, seed=3)
+    x = rng.standard_normal((2, 40, 9, 9)).astype(dtype)
+    for step in range(3):
+        y = layer(x)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx = layer.backward(gy)
+        e_gx, e_gw, e_gb = ref.backward(gy, x, layer.weight, stride=stride)
+        assert_close(gx, e_gx, k=24)
+        assert_close(layer.grad_weight, e_gw, k=2 * 9 * 9)
+        layer.weight = layer.weight - 0.5 * layer.grad_weight
+
+
 def test_assignment_of_views(rng):
     layer = pwconv.PointwiseConv2d(6, 4, dtype=np.float64)
     w = rng.standard_normal((6, 4)).T  # a transposed, non-contiguous view
