@@ -752,6 +752,12 @@ def transpose_weight(object w, Py_ssize_t groups, object dst):
     view took 12.7 ms on a 2048 x 1024 float32 weight (ResNet-50's last
     shortcut), which an NCHW training loop pays again after every weight
     update."""
+    if w.dtype not in (np.float32, np.float64) or dst.dtype != w.dtype:
+        raise TypeError("w and dst must share a float32 or float64 dtype")
+    if w.ndim != 2 or groups < 1 or w.shape[0] % groups:
+        raise ValueError("w must be 2-D with rows a multiple of groups >= 1")
+    if dst.size != w.size or not (w.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("w and dst must be C-contiguous, dst of w's size")
     cdef Py_ssize_t ng = w.shape[0] // groups, kg = w.shape[1]
     cdef void *pw = data(w)
     cdef void *pd = data(dst)

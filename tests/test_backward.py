@@ -514,12 +514,14 @@ def test_nchw_planes_read_in_place_up_to_the_wide_limits(rng, dtype, c_in, c_out
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("c_out, kg, groups", [
-    (1, 1, 1), (17, 5, 1), (96, 16, 1), (530, 520, 1),   # 530 x 520 float64: 2.2 MB
+    (1, 1, 1), (17, 5, 1), (65, 17, 1), (96, 16, 1),
+    (530, 520, 1),   # 2.2 MB in float64: the core's transpose
     (60, 80, 3), (1024, 300, 4)])
 def test_transposed_weight_matches_numpy(dtype, c_out, kg, groups):
     """NCHW grad input's A operand (each group's weight block transposed),
     made by the core's transpose (numpy's below 1 MB of float64) on ragged
-    sizes and groups: exactly numpy's transpose."""
+    sizes (the transpose's 4x4 squares and their edges, its 64 x 16 blocks
+    and one past them) and groups: exactly numpy's transpose."""
     from pwconv._functional import transpose_weight
     w = np.random.default_rng(c_out * kg).standard_normal((c_out, kg)).astype(dtype)
     before = w.copy()
@@ -530,3 +532,21 @@ def test_transposed_weight_matches_numpy(dtype, c_out, kg, groups):
     assert got.flags.c_contiguous
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(w, before)
+
+
+@pytest.mark.parametrize("w, groups, dst, exc", [
+    (np.ones((4, 3), np.int32), 1, np.empty((3, 4), np.int32), TypeError),
+    (np.ones((4, 3), np.float32), 1, np.empty((3, 4), np.float64), TypeError),
+    (np.ones((4, 3, 1), np.float32), 1, np.empty((3, 4), np.float32), ValueError),
+    (np.ones((4, 3), np.float32), 3, np.empty((3, 4), np.float32), ValueError),
+    (np.ones((4, 3), np.float32), 0, np.empty((3, 4), np.float32), ValueError),
+    (np.ones((4, 3), np.float32), 1, np.empty((3, 3), np.float32), ValueError),
+    (np.ones((3, 4), np.float32).T, 1, np.empty((3, 4), np.float32), ValueError),
+    (np.ones((4, 3), np.float32), 1, np.empty((4, 3), np.float32).T, ValueError),
+])
+def test_core_transpose_rejects_bad_arguments(w, groups, dst, exc):
+    """The core's weight transpose writes through raw pointers: anything
+    but matching C-contiguous float arrays is refused before it runs."""
+    from pwconv import _core
+    with pytest.raises(exc):
+        _core.transpose_weight(w, groups, dst)

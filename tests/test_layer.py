@@ -198,21 +198,24 @@ def test_weight_and_bias_assignment_repacks(rng, layout):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_backward_after_weight_assignment(rng, dtype, stride):
+def test_backward_after_weight_assignment(rng, dtype, layout, stride):
     """A training loop assigns new weights every step: grad input must use
-    them, not the transposed copy made for the old ones (NCHW grad input
-    reads the weight transposed; stride 2 always takes that path)."""
-    layer = pwconv.PointwiseConv2d(40, 24, stride=stride, layout="NCHW", dtype=dtype,
+    them, not the packed or transposed copy made for the old ones (NCHW
+    grad input reads the weight transposed; stride 2 always takes that
+    path; 24 outputs leave a ragged panel for the float32 kernels)."""
+    layer = pwconv.PointwiseConv2d(40, 24, stride=stride, layout=layout, dtype=dtype,
                                    num_threads=1, seed=3)
-    x = rng.standard_normal((2, 40, 9, 9)).astype(dtype)
+    x = np.ascontiguousarray(ref.from_nchw(rng.standard_normal((2, 40, 9, 9)), layout), dtype)
     for step in range(3):
         y = layer(x)
         gy = rng.standard_normal(y.shape).astype(dtype)
         gx = layer.backward(gy)
-        e_gx, e_gw, e_gb = ref.backward(gy, x, layer.weight, stride=stride)
+        e_gx, e_gw, e_gb = ref.backward(gy, x, layer.weight, stride=stride, layout=layout)
         assert_close(gx, e_gx, k=24)
         assert_close(layer.grad_weight, e_gw, k=2 * 9 * 9)
+        assert_close(layer.grad_bias, e_gb, k=2 * 9 * 9)
         layer.weight = layer.weight - 0.5 * layer.grad_weight
 
 
